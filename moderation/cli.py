@@ -1,0 +1,233 @@
+"""The ``moderation`` command: one entry point, several roles.
+
+    moderation up                 everything on one machine (embedded broker + SQLite)
+    moderation worker             a consumer-group member of the pipeline
+    moderation web                the review console and JSON API
+    moderation db upgrade         apply database migrations
+    moderation user create NAME   add a console user
+    moderation publish FILE...    publish upload events for local images (dev mode)
+    moderation hash FILE...       print SHA-256, MD5 and PDQ of local images
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import mimetypes
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from moderation import __version__
+from moderation.config import Settings, load_settings
+from moderation.errors import ConfigError, FatalError, InvalidInput
+
+log = logging.getLogger("moderation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FatalError) as exc:
+        print(f"moderation: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="moderation",
+        description="NCII-first moderation service: hash banks, nudity classifier, review queue. "
+        "Configuration comes from environment variables (see docs/configuration.md).",
+    )
+    p.add_argument("--version", action="version", version=f"moderation {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run broker (embedded unless KAFKA_BOOTSTRAP_SERVERS), worker and console")
+    up.add_argument("--port", type=int, help="console port (default WEB_PORT or 8080)")
+    up.set_defaults(func=cmd_up)
+
+    w = sub.add_parser("worker", help="consume upload events, hash, match, classify and route them")
+    w.set_defaults(func=cmd_worker)
+
+    web = sub.add_parser("web", help="serve the review console, JSON API and /metrics")
+    web.add_argument("--port", type=int, help="port (default WEB_PORT or 8080)")
+    web.set_defaults(func=cmd_web)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(metavar="ACTION")
+    dbu = db.add_parser("upgrade", help="apply all migrations to DATABASE_URL")
+    dbu.set_defaults(func=cmd_db_upgrade)
+
+    user = sub.add_parser("user", help="console users").add_subparsers(metavar="ACTION")
+    uc = user.add_parser("create", help="create a user; prints a generated password unless --password-stdin")
+    uc.add_argument("username")
+    uc.add_argument("--role", choices=["moderator", "admin"], default="moderator")
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    uc.set_defaults(func=cmd_user_create)
+
+    pub = sub.add_parser("publish", help="publish upload events for local image files (needs DEV_MODE workers)")
+    pub.add_argument("paths", nargs="+", metavar="FILE")
+    pub.add_argument("--uploader", default="local-cli", help="uploader id to put in the events")
+    pub.set_defaults(func=cmd_publish)
+
+    h = sub.add_parser("hash", help="print one JSON object per file: path, sha256, md5, pdq, pdq_quality")
+    h.add_argument("paths", nargs="+", metavar="FILE")
+    h.add_argument("--json", action="store_true", help="JSON lines even on a terminal (the default when piped)")
+    h.set_defaults(func=cmd_hash)
+    return p
+
+
+# -- roles -----------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from moderation import runtime
+    from moderation.metrics import Metrics
+
+    settings = settings or load_settings()
+    runtime.configure_logging(settings)
+    metrics = Metrics()
+    worker = runtime.build_worker(settings, metrics)
+    server = runtime.serve_in_thread(runtime.worker_ops_app(worker, metrics), "0.0.0.0", settings.metrics_port)
+    _stop_on_signals(worker.stop)
+    log.info("worker metrics on :%d/metrics", settings.metrics_port)
+    try:
+        worker.run()
+    finally:
+        worker.consumer.close()  # leaves the group so partitions move at once
+        server.shutdown()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from waitress import serve
+
+    from moderation import runtime
+    from moderation.web import create_app
+
+    settings = settings or load_settings()
+    runtime.configure_logging(settings)
+    app = create_app(settings)
+    app.extensions["moderation"].publisher.start_sweeper()
+    port = args.port or settings.web_port
+    log.info("review console on http://%s:%d/", settings.web_host, port)
+    serve(app, host=settings.web_host, port=port, threads=8, ident="moderation")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from moderation.storage.db import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    print("database is at the latest migration")
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from moderation.storage.db import make_engine, make_sessionmaker
+    from moderation.storage.users import UserError, create_user, generate_password
+
+    settings = load_settings()
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else generate_password()
+    with make_sessionmaker(make_engine(settings.database_url))() as session:
+        try:
+            create_user(session, args.username, password, args.role)
+        except UserError as exc:
+            print(f"moderation: {exc}", file=sys.stderr)
+            return 1
+        session.commit()
+    print(f"created {args.role} {args.username!r}")
+    if not args.password_stdin:
+        print(f"password (shown once): {password}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from moderation.embedded_stack import run_stack
+
+    return run_stack(load_settings(), args.port)
+
+
+# -- tools -----------------------------------------------------------------------------
+def cmd_publish(args: argparse.Namespace) -> int:
+    from moderation.embedded_stack import discover_bootstrap
+    from moderation.events import kafka
+    from moderation.events.uploads import make_upload_event
+
+    settings = load_settings()
+    if not settings.kafka_bootstrap_servers:
+        settings = settings.with_overrides(kafka_bootstrap_servers=discover_bootstrap(settings))
+    send = kafka.TopicSender(kafka.make_producer(settings), settings.uploads_topic)
+    failures = 0
+    for raw in args.paths:
+        path = Path(raw).resolve()
+        if not path.is_file():
+            print(f"moderation: {raw}: no such file", file=sys.stderr)
+            failures += 1
+            continue
+        content_id = f"local-{uuid.uuid4().hex[:12]}"
+        event = make_upload_event(
+            event_id=str(uuid.uuid4()),
+            content_id=content_id,
+            uploader_id=args.uploader,
+            media_url=path.as_uri(),
+            media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        )
+        send(content_id.encode(), json.dumps(event).encode())
+        print(json.dumps({"path": raw, "event_id": event["event_id"], "content_id": content_id}))
+    return 1 if failures else 0
+
+
+def cmd_hash(args: argparse.Namespace) -> int:
+    from moderation.hashing import hash_media
+    from moderation.media.decode import decode_image
+
+    settings = load_settings()
+    as_json = args.json or not sys.stdout.isatty()
+    failures = 0
+    for raw in args.paths:
+        try:
+            data = Path(raw).read_bytes()
+            _fmt, image = decode_image(data, settings.max_image_pixels)
+        except OSError as exc:
+            failures += 1
+            print(json.dumps({"path": raw, "error": exc.strerror or str(exc)}), file=sys.stderr)
+            continue
+        except InvalidInput as exc:
+            failures += 1
+            print(json.dumps({"path": raw, "error": str(exc), "error_class": exc.code}), file=sys.stderr)
+            continue
+        hashes = hash_media(data, image)
+        row: dict[str, Any] = {"path": raw, "sha256": hashes.sha256, "md5": hashes.md5,
+                               "pdq": hashes.pdq, "pdq_quality": hashes.pdq_quality}
+        if as_json:
+            print(json.dumps(row))
+        else:
+            print(f"{raw}\n  sha256 {hashes.sha256}\n  md5    {hashes.md5}\n"
+                  f"  pdq    {hashes.pdq} (quality {hashes.pdq_quality})")
+    return 1 if failures else 0
+
+
+def _stop_on_signals(stop: Any) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: finishing in-flight work and leaving the group", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Configuration: one frozen Settings object, built from the environment.
+
+This module is the only reader of ``os.environ``. Every value is coerced and
+validated here, so a typo in a deployment fails at start-up with a message that
+names the variable, not deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from moderation.errors import ConfigError
+
+DEFAULT_DATA_DIR = "./var"
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true/false")
+
+
+def _int(name: str, raw: str, minimum: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _float(name: str, raw: str, lo: float | None = None, hi: float | None = None) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name}={raw!r}: must be between {lo} and {hi}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service. Field docs are printed by ``moderation config``."""
+
+    # Storage and broker
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/moderation.db"
+    kafka_bootstrap_servers: str = ""  # empty: `moderation up` starts the embedded broker
+    uploads_topic: str = "uploads"
+    decisions_topic: str = "moderation.decisions"
+    dlq_topic: str = "uploads.dlq"
+    consumer_group: str = "moderation-worker"
+    kafka_session_timeout_ms: int = 10_000
+    kafka_max_poll_records: int = 50
+    data_dir: str = DEFAULT_DATA_DIR
+
+    # Media
+    dev_mode: bool = False  # allows file:// media URLs
+    media_max_bytes: int = 25 * 1024 * 1024
+    media_connect_timeout_s: float = 5.0
+    media_read_timeout_s: float = 15.0
+    max_image_pixels: int = 50_000_000
+
+    # Matching and routing
+    pdq_match_distance: int = 31
+    auto_remove_pdq_distance: int = 31
+    pdq_min_quality: int = 50
+    review_threshold: float = 0.6
+    bank_refresh_seconds: float = 1.0
+    publish_allow_decisions: bool = True
+
+    # Classifier
+    classifier_model: str = "opennsfw"  # or a path to an .onnx file with the same contract
+    onnx_threads: int = 0  # 0: let ONNX Runtime decide
+
+    # Review console
+    secret_key: str = ""
+    claim_lease_seconds: int = 300
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+
+    # Operations
+    metrics_port: int = 9100
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+# Environment variable -> (field, parser). Names are the field names upper-cased.
+def _parser_for(name: str, kind: type) -> Any:
+    if kind is bool:
+        return lambda raw: _bool(name, raw)
+    if kind is int:
+        return lambda raw: _int(name, raw, minimum=0)
+    if kind is float:
+        return lambda raw: _float(name, raw, lo=0.0)
+    return lambda raw: raw
+
+
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def env_names() -> list[str]:
+    return [f.name.upper() for f in fields(Settings)]
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.name.upper()
+        if name in env:
+            kind = _TYPES[f.type] if isinstance(f.type, str) else f.type
+            values[f.name] = _parser_for(name, kind)(env[name])
+    values.update(overrides)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not 0 <= s.pdq_match_distance <= 256:
+        raise ConfigError(f"PDQ_MATCH_DISTANCE={s.pdq_match_distance}: must be 0..256")
+    if s.auto_remove_pdq_distance > s.pdq_match_distance:
+        raise ConfigError(
+            "AUTO_REMOVE_PDQ_DISTANCE must not exceed PDQ_MATCH_DISTANCE "
+            f"({s.auto_remove_pdq_distance} > {s.pdq_match_distance})"
+        )
+    if not 0.0 <= s.review_threshold <= 1.0:
+        raise ConfigError(f"REVIEW_THRESHOLD={s.review_threshold}: must be between 0 and 1")
+    if s.log_format not in {"text", "json"}:
+        raise ConfigError(f"LOG_FORMAT={s.log_format!r}: expected text or json")
+    if s.claim_lease_seconds < 10:
+        raise ConfigError("CLAIM_LEASE_SECONDS must be at least 10")

@@ -1,0 +1,48 @@
+"""One error hierarchy for the whole service.
+
+- ``InvalidInput``: the event or its media can never be processed. Dead-letter it,
+  commit the offset, move on. Never retried.
+- ``TransientError``: a dependency is briefly unavailable (database, broker).
+  Don't commit; back off and retry the same event.
+- ``FatalError``: configuration or programming error. Stop the process loudly.
+"""
+
+from __future__ import annotations
+
+
+class ModerationError(Exception):
+    """Base class; ``code`` is a stable, machine-readable error class name."""
+
+    code = "error"
+
+
+class InvalidInput(ModerationError):
+    code = "invalid_input"
+
+
+class InvalidEvent(InvalidInput):
+    code = "invalid_event"
+
+
+class MediaFetchError(InvalidInput):
+    code = "media_fetch_failed"
+
+
+class MediaTooLarge(InvalidInput):
+    code = "media_too_large"
+
+
+class MediaDecodeError(InvalidInput):
+    code = "media_undecodable"
+
+
+class TransientError(ModerationError):
+    code = "transient"
+
+
+class FatalError(ModerationError):
+    code = "fatal"
+
+
+class ConfigError(FatalError):
+    code = "config"

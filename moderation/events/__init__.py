@@ -1,0 +1,1 @@
+"""Event contracts, Kafka consumer loop, producers and dead letters."""

@@ -1,0 +1,90 @@
+"""kafka-python plumbing: consumers, producers, topics. Nothing else imports kafka."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from moderation.config import Settings
+from moderation.errors import ConfigError, TransientError
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 30.0
+
+
+def bootstrap(settings: Settings) -> list[str]:
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigError(
+            "KAFKA_BOOTSTRAP_SERVERS is not set. Point it at your brokers "
+            "(e.g. kafka-1:9092,kafka-2:9092), or use `moderation up` for the embedded broker."
+        )
+    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+def make_consumer(settings: Settings, topic: str | None = None) -> KafkaConsumer:
+    """A group member with auto-commit off: offsets are committed only after work is durable."""
+    session_ms = settings.kafka_session_timeout_ms
+    return KafkaConsumer(
+        topic or settings.uploads_topic,
+        bootstrap_servers=bootstrap(settings),
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.kafka_max_poll_records,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=max(session_ms // 3, 100),
+        max_poll_interval_ms=max(300_000, session_ms),
+        client_id="moderation-worker",
+    )
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap(settings),
+        acks="all",
+        retries=5,
+        linger_ms=2,
+        max_in_flight_requests_per_connection=1,  # keeps per-key order across retries
+        client_id="moderation",
+    )
+
+
+class TopicSender:
+    """Send one record and wait for the broker's acknowledgement."""
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    def __call__(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        try:
+            self.producer.send(self.topic, key=key, value=value, headers=list(headers)).get(
+                timeout=SEND_TIMEOUT_S
+            )
+        except KafkaError as exc:
+            raise TransientError(f"broker did not acknowledge a record on {self.topic}: {exc}") from exc
+
+
+def ensure_topics(settings: Settings, partitions: int = 3) -> None:
+    """Create the service's topics if missing (embedded mode and tests; production
+    clusters usually manage topics themselves)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="moderation-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            for name in (settings.uploads_topic, settings.decisions_topic, settings.dlq_topic)
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

@@ -1,0 +1,1 @@
+"""Safe media fetching and decoding."""

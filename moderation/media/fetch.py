@@ -1,0 +1,106 @@
+"""Fetch media bytes for an upload event.
+
+http(s) URLs are streamed with connect/read timeouts and a hard byte limit, so a
+slow or endless server cannot hold a worker or its memory. ``file://`` URLs are
+accepted only in dev mode (``DEV_MODE=true``), for local testing with
+``moderation publish``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import requests
+
+from moderation.errors import MediaFetchError, MediaTooLarge
+
+_CHUNK = 64 * 1024
+_RETRYABLE = {429, 500, 502, 503, 504}
+
+
+class _Retryable(Exception):
+    pass
+
+
+class MediaFetcher:
+    def __init__(
+        self,
+        max_bytes: int,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 15.0,
+        allow_files: bool = False,
+        retries: int = 2,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.max_bytes = max_bytes
+        self.timeout = (connect_timeout_s, read_timeout_s)
+        self.total_deadline_s = connect_timeout_s + 2 * read_timeout_s
+        self.allow_files = allow_files
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = "moderation-worker/0.1"
+
+    def fetch(self, url: str) -> bytes:
+        scheme = urlparse(url).scheme.lower()
+        if scheme in {"http", "https"}:
+            return self._fetch_http(url)
+        if scheme == "file":
+            if not self.allow_files:
+                raise MediaFetchError("file:// media URLs are only accepted with DEV_MODE=true")
+            return self._fetch_file(url)
+        raise MediaFetchError(f"unsupported media URL scheme {scheme!r}; use http or https")
+
+    def _fetch_file(self, url: str) -> bytes:
+        path = Path(unquote(urlparse(url).path))
+        try:
+            size = path.stat().st_size
+            if size > self.max_bytes:
+                raise MediaTooLarge(f"file is {size} bytes, over the limit of {self.max_bytes}")
+            return path.read_bytes()
+        except OSError as exc:
+            raise MediaFetchError(f"cannot read {path}: {exc.strerror}") from None
+
+    def _fetch_http(self, url: str) -> bytes:
+        # An overloaded media host (429/5xx) gets a few quick retries; after that the
+        # event is dead-lettered with the last status so it can be replayed later.
+        for attempt in range(self.retries + 1):
+            try:
+                return self._fetch_http_once(url)
+            except _Retryable as exc:
+                if attempt == self.retries:
+                    raise MediaFetchError(f"{exc} after {attempt + 1} attempts") from None
+                time.sleep(self.retry_backoff_s * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def _fetch_http_once(self, url: str) -> bytes:
+        started = time.monotonic()
+        try:
+            with self._session.get(url, stream=True, timeout=self.timeout, allow_redirects=True) as resp:
+                if resp.status_code in _RETRYABLE:
+                    raise _Retryable(f"media URL answered HTTP {resp.status_code}")
+                if resp.status_code != 200:
+                    raise MediaFetchError(f"media URL answered HTTP {resp.status_code}")
+                declared = resp.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                    raise MediaTooLarge(
+                        f"Content-Length {declared} is over the limit of {self.max_bytes} bytes"
+                    )
+                chunks: list[bytes] = []
+                total = 0
+                for chunk in resp.iter_content(_CHUNK):
+                    total += len(chunk)
+                    if total > self.max_bytes:
+                        raise MediaTooLarge(f"media is over the limit of {self.max_bytes} bytes")
+                    if time.monotonic() - started > self.total_deadline_s:
+                        raise MediaFetchError(f"media download took over {self.total_deadline_s:.0f} s")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except requests.Timeout:
+            raise MediaFetchError("media URL timed out") from None
+        except requests.ConnectionError as exc:
+            raise MediaFetchError(f"media URL unreachable: {type(exc).__name__}") from None
+        except requests.RequestException as exc:
+            raise MediaFetchError(f"media fetch failed: {exc}") from None

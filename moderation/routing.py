@@ -1,0 +1,75 @@
+"""Signals -> verdict. Pure: no I/O, table-tested in tests/unit/test_routing.py.
+
+Order of precedence:
+
+1. A *confident* match in an ``auto_remove`` bank removes at once and queues the
+   item for verification. Confident means an exact cryptographic hash match, or a
+   PDQ match within ``auto_remove_pdq_distance`` on an upload whose PDQ quality is
+   at least ``pdq_min_quality`` (low-quality PDQ hashes of flat images collide).
+2. Any other bank match sends the item to review, ahead of classifier-only items.
+3. A classifier score at or above ``review_threshold`` sends it to review, higher
+   scores first.
+4. Otherwise the upload is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from moderation.domain import BankAction, Match, Route, Verdict
+
+# Priority bands (0..100). Bank matches always outrank classifier-only flags.
+PRIORITY_VERIFY_AUTO_REMOVAL = 40
+PRIORITY_MATCH_BASE = 70  # + up to 30 for closeness
+PRIORITY_SCORE_BASE = 10  # + up to 50 for score
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    review_threshold: float = 0.6
+    auto_remove_pdq_distance: int = 31
+    pdq_match_distance: int = 31
+    pdq_min_quality: int = 50
+
+
+def is_confident(match: Match, pdq_quality: int, policy: RoutingPolicy) -> bool:
+    if match.signal != "pdq":
+        return True
+    return match.distance <= policy.auto_remove_pdq_distance and pdq_quality >= policy.pdq_min_quality
+
+
+def match_priority(match: Match, policy: RoutingPolicy) -> int:
+    limit = max(policy.pdq_match_distance, 1)
+    closeness = 1.0 - min(match.distance, limit) / limit
+    bonus = 30 if match.bank_action is BankAction.AUTO_REMOVE else 20
+    return PRIORITY_MATCH_BASE + round(bonus * closeness)
+
+
+def score_priority(score: float, policy: RoutingPolicy) -> int:
+    span = max(1.0 - policy.review_threshold, 1e-9)
+    above = min(max(score - policy.review_threshold, 0.0) / span, 1.0)
+    return PRIORITY_SCORE_BASE + round(50 * above)
+
+
+def route(
+    matches: Sequence[Match],
+    score: float | None,
+    pdq_quality: int,
+    policy: RoutingPolicy,
+) -> Verdict:
+    """Decide what happens to one upload. ``score`` is None when no classifier ran."""
+    ordered = tuple(sorted(matches, key=lambda m: (m.bank_action is not BankAction.AUTO_REMOVE, m.distance)))
+    confident = [
+        m
+        for m in ordered
+        if m.bank_action is BankAction.AUTO_REMOVE and is_confident(m, pdq_quality, policy)
+    ]
+    if confident:
+        return Verdict(Route.AUTO_REMOVE, PRIORITY_VERIFY_AUTO_REMOVAL, "bank_match_auto_remove", ordered, score)
+    if ordered:
+        priority = max(match_priority(m, policy) for m in ordered)
+        return Verdict(Route.REVIEW, min(priority, 100), "bank_match_review", ordered, score)
+    if score is not None and score >= policy.review_threshold:
+        return Verdict(Route.REVIEW, score_priority(score, policy), "classifier_score", (), score)
+    return Verdict(Route.ALLOW, 0, "below_threshold", (), score)

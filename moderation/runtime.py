@@ -1,0 +1,138 @@
+"""Wiring: build a role's objects from Settings. The only place that knows how
+the parts fit; entry points (CLI, consumers/) call these."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from sqlalchemy import text
+
+from moderation.classify import Classifier, load_classifier
+from moderation.config import Settings
+from moderation.events import kafka
+from moderation.events.worker import Worker
+from moderation.hashing.index import BankIndex
+from moderation.media.fetch import MediaFetcher
+from moderation.metrics import Metrics
+from moderation.pipeline import Pipeline
+from moderation.routing import RoutingPolicy
+from moderation.storage.db import make_engine, make_sessionmaker
+
+
+def routing_policy(settings: Settings) -> RoutingPolicy:
+    return RoutingPolicy(
+        review_threshold=settings.review_threshold,
+        auto_remove_pdq_distance=settings.auto_remove_pdq_distance,
+        pdq_match_distance=settings.pdq_match_distance,
+        pdq_min_quality=settings.pdq_min_quality,
+    )
+
+
+def build_pipeline(settings: Settings, metrics: Metrics, classifier: Classifier | None = None) -> Pipeline:
+    return Pipeline(
+        fetcher=MediaFetcher(
+            settings.media_max_bytes,
+            settings.media_connect_timeout_s,
+            settings.media_read_timeout_s,
+            allow_files=settings.dev_mode,
+        ),
+        index=BankIndex(settings.pdq_match_distance),
+        classifier=classifier or load_classifier(settings.classifier_model, settings.onnx_threads),
+        policy=routing_policy(settings),
+        max_image_pixels=settings.max_image_pixels,
+        metrics=metrics,
+    )
+
+
+def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | None = None) -> Worker:
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    producer = kafka.make_producer(settings)
+    worker = Worker(
+        consumer=kafka.make_consumer(settings),
+        sessions=sessions,
+        pipeline=build_pipeline(settings, metrics, classifier),
+        send_decision=kafka.TopicSender(producer, settings.decisions_topic),
+        send_dead_letter=kafka.TopicSender(producer, settings.dlq_topic),
+        metrics=metrics,
+        publish_allow=settings.publish_allow_decisions,
+        bank_refresh_seconds=settings.bank_refresh_seconds,
+    )
+    worker.refresh_banks(force=True)
+    return worker
+
+
+def worker_ops_app(worker: Worker, metrics: Metrics) -> Callable[..., Any]:
+    """WSGI app for the worker's port: /metrics, /healthz (loop alive), /readyz
+    (loop alive and database reachable)."""
+    metrics_app = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return list(metrics_app(environ, start_response))
+        if path in ("/healthz", "/readyz"):
+            alive = time.monotonic() - worker.last_loop_at < 120
+            ok, detail = alive, {"loop_alive": alive}
+            if path == "/readyz" and ok:
+                try:
+                    with worker.sessions() as s:
+                        s.execute(text("SELECT 1"))
+                    detail["database"] = True
+                except Exception:
+                    ok, detail["database"] = False, False
+            body = json.dumps({"ok": ok, **detail}).encode()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def serve_in_thread(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
+    server = make_server(host, port, app, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name=f"ops-http-{port}", daemon=True).start()
+    return server
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ``extra=`` fields become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)

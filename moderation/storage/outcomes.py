@@ -1,0 +1,63 @@
+"""Persist one analysed upload: the item, its media (if queued) and any automatic
+decision, in one transaction keyed by ``event_id``."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from moderation.domain import Action, ItemState, Route, Source
+from moderation.pipeline import Analysis
+from moderation.storage import audit, outbox
+from moderation.storage.models import Item, ItemMedia
+
+
+def find_item_id(session: Session, event_id: str) -> int | None:
+    return session.scalar(select(Item.id).where(Item.event_id == event_id))
+
+
+def record_analysis(session: Session, analysis: Analysis, publish_allow: bool) -> tuple[int, bool]:
+    """Insert the outcome; returns (item id, created). A concurrent or earlier
+    insert of the same event id wins and this call returns its id with created=False."""
+    event, verdict, hashes = analysis.event, analysis.verdict, analysis.hashes
+    queued = verdict.route in (Route.REVIEW, Route.AUTO_REMOVE)
+    item = Item(
+        event_id=event.event_id,
+        content_id=event.content_id,
+        uploader_id=event.uploader_id,
+        media_url=event.media_url,
+        media_type=event.media_type,
+        event=event.raw,
+        sha256=hashes.sha256,
+        md5=hashes.md5,
+        pdq=hashes.pdq,
+        pdq_quality=hashes.pdq_quality,
+        score=analysis.score,
+        model_version=analysis.model_version,
+        matches=[m.as_dict() for m in verdict.matches],
+        route=verdict.route.value,
+        reason=verdict.reason,
+        priority=verdict.priority,
+        state=ItemState.PENDING.value if queued else ItemState.CLOSED.value,
+    )
+    try:
+        session.add(item)
+        session.flush()
+        if queued:
+            session.add(ItemMedia(item_id=item.id, content_type=analysis.content_type, data=analysis.data))
+        key = f"{event.content_id}:{event.event_id}:pipeline"
+        if verdict.route is Route.AUTO_REMOVE:
+            outbox.add_decision(session, item, Action.REMOVE, Source.HASH_MATCH, verdict.reason, key)
+            audit.record(session, "pipeline", "decision.remove", item.id, reason=verdict.reason,
+                         matches=item.matches, idempotency_key=key)
+        elif verdict.route is Route.ALLOW and publish_allow:
+            outbox.add_decision(session, item, Action.ALLOW, Source.CLASSIFIER, verdict.reason, key)
+        session.commit()
+        return item.id, True
+    except IntegrityError:
+        session.rollback()
+        existing = find_item_id(session, event.event_id)
+        if existing is None:
+            raise
+        return existing, False

@@ -1,0 +1,119 @@
+"""The review queue: recording pipeline outcomes and claiming items with leases.
+
+Claiming is one atomic ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP
+LOCKED LIMIT 1) RETURNING``. On PostgreSQL concurrent claimers skip each other's
+locked rows; on SQLite the whole statement runs under the database write lock,
+which gives the same guarantee. An expired lease makes an item claimable again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from moderation.domain import ItemState
+from moderation.storage.models import Item, User, utcnow
+
+
+def claimable_tiers(role: str) -> tuple[str, ...]:
+    return ("moderator", "admin") if role == "admin" else ("moderator",)
+
+
+def current_claim(session: Session, user: User, now: datetime | None = None) -> Item | None:
+    now = now or utcnow()
+    return session.scalar(
+        select(Item)
+        .where(Item.state == ItemState.CLAIMED.value, Item.claimed_by == user.id, Item.lease_expires_at > now)
+        .order_by(Item.lease_expires_at)
+        .limit(1)
+    )
+
+
+def claim_next_item(session: Session, user: User, lease_seconds: int, now: datetime | None = None) -> Item | None:
+    """Claim the highest-priority, oldest claimable item for ``user``.
+
+    A user who already holds a live claim gets that item back (its lease renewed)
+    instead of a second one, so nobody can hoard items by pressing "next".
+    The caller commits.
+    """
+    now = now or utcnow()
+    expires = now + timedelta(seconds=lease_seconds)
+    held = current_claim(session, user, now)
+    if held is not None:
+        held.lease_expires_at = expires
+        return held
+    tiers = claimable_tiers(user.role)
+    candidate = (
+        select(Item.id)
+        .where(
+            Item.tier.in_(tiers),
+            or_(
+                Item.state == ItemState.PENDING.value,
+                and_(Item.state == ItemState.CLAIMED.value, Item.lease_expires_at < now),
+            ),
+        )
+        # Admins see the escalation tier first.
+        .order_by(
+            case((Item.tier == "admin", 0), else_=1),
+            Item.priority.desc(),
+            Item.created_at,
+            Item.id,
+        )
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    claimed_id = session.execute(
+        update(Item)
+        .where(Item.id == candidate)
+        .values(state=ItemState.CLAIMED.value, claimed_by=user.id, lease_expires_at=expires)
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if claimed_id is None:
+        return None
+    item = session.get(Item, claimed_id, populate_existing=True)
+    return item
+
+
+def release(session: Session, item: Item) -> None:
+    item.state = ItemState.PENDING.value
+    item.claimed_by = None
+    item.lease_expires_at = None
+
+
+def holds_live_claim(item: Item, user: User, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    return (
+        item.state == ItemState.CLAIMED.value
+        and item.claimed_by == user.id
+        and item.lease_expires_at is not None
+        and item.lease_expires_at > now
+    )
+
+
+def queue_depth(session: Session, now: datetime | None = None) -> Sequence[tuple[str, str, int, int]]:
+    """(state, tier, priority, count) for every open item; expired claims count as pending."""
+    now = now or utcnow()
+    state = case(
+        (and_(Item.state == ItemState.CLAIMED.value, Item.lease_expires_at < now), ItemState.PENDING.value),
+        else_=Item.state,
+    )
+    rows = session.execute(
+        select(state, Item.tier, Item.priority, func.count())
+        .where(Item.state.in_([ItemState.PENDING.value, ItemState.CLAIMED.value]))
+        .group_by(state, Item.tier, Item.priority)
+    ).all()
+    return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def recent_items(session: Session, states: Sequence[str], limit: int = 50) -> Sequence[Item]:
+    return session.scalars(
+        select(Item)
+        .where(Item.state.in_(states))
+        .order_by(Item.priority.desc(), Item.created_at)
+        .limit(limit)
+    ).all()

@@ -1,0 +1,71 @@
+"""A loopback HTTP server that serves test media and misbehaves on request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class MediaServer:
+    """Serves ``files[path]``; special paths: /status/NNN, /slow (stalls),
+    /endless (never-ending body without Content-Length), /lying-length."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests = 0
+        files = self.files
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                path = self.path.split("?")[0]
+                if path.startswith("/status/"):
+                    self.send_response(int(path.rsplit("/", 1)[1]))
+                    self.end_headers()
+                    return
+                if path == "/slow":
+                    time.sleep(3)
+                    self.send_response(200)
+                    self.end_headers()
+                    return
+                if path == "/endless":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.end_headers()
+                    try:
+                        for _ in range(100_000):
+                            self.wfile.write(b"\0" * 65536)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
+                body = files.get(path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def add(self, path: str, body: bytes) -> str:
+        self.files[path] = body
+        return self.url(path)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
