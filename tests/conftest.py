@@ -195,6 +195,17 @@ class TopicReader:
             pass
         return self.records
 
+    def wait_matching(self, predicate: Callable[[dict[str, Any]], bool], count: int = 1,
+                      timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Decoded JSON values satisfying ``predicate``, once at least ``count`` arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            found = [v for v in self.values() if predicate(v)]
+            if len(found) >= count:
+                return found
+        raise AssertionError(f"fewer than {count} matching records on {self.topic} within {timeout}s")
+
     def values(self) -> list[dict[str, Any]]:
         return [json.loads(r.value) for r in self.records]
 

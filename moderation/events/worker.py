@@ -132,6 +132,7 @@ class Worker:
                 self._publish([existing])
                 self.metrics.events_consumed.labels("duplicate").inc()
                 return "duplicate"
+            self.refresh_banks()  # new bank entries match within bank_refresh_seconds
             analysis = self.pipeline.analyse(event)
         except InvalidInput as exc:
             self._dead_letter(record, exc, event_id)
