@@ -38,7 +38,6 @@ class Route(str, enum.Enum):
 class ItemState(str, enum.Enum):
     PENDING = "pending"
     CLAIMED = "claimed"
-    ESCALATED = "escalated"
     DECIDED = "decided"
     CLOSED = "closed"  # allowed by the pipeline, never queued
 

@@ -84,7 +84,9 @@ def test_every_api_route_is_documented(app: Flask, spec: dict[str, Any]) -> None
     assert not stale, f"documented paths the app does not serve: {stale}"
     for path, methods in app_ops.items():
         documented = spec_ops[path]
-        assert documented == methods, f"{path}: app has {sorted(methods)}, spec has {sorted(documented)}"
+        assert documented == methods, (
+            f"{path}: app has {sorted(methods)}, spec has {sorted(documented)}"
+        )
 
 
 def test_path_parameters_are_declared(spec: dict[str, Any]) -> None:

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from moderation.config import Settings, env_names, load_settings
+from moderation.errors import ConfigError
+
+
+def test_defaults_need_no_environment():
+    s = load_settings({})
+    assert s == Settings()
+    assert s.uploads_topic == "uploads" and s.decisions_topic == "moderation.decisions"
+    assert s.dlq_topic == "uploads.dlq" and s.pdq_match_distance == 31
+
+
+def test_environment_is_coerced():
+    s = load_settings({"DEV_MODE": "true", "PDQ_MATCH_DISTANCE": "40", "REVIEW_THRESHOLD": "0.75",
+                       "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
+    assert s.dev_mode is True and s.pdq_match_distance == 40 and s.review_threshold == 0.75
+    assert s.kafka_bootstrap_servers == "k1:9092,k2:9092"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEV_MODE": "maybe"}, "DEV_MODE"),
+        ({"PDQ_MATCH_DISTANCE": "thirty"}, "PDQ_MATCH_DISTANCE"),
+        ({"REVIEW_THRESHOLD": "1.5"}, "REVIEW_THRESHOLD"),
+        ({"AUTO_REMOVE_PDQ_DISTANCE": "40"}, "AUTO_REMOVE_PDQ_DISTANCE"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"MEDIA_MAX_BYTES": "-1"}, "MEDIA_MAX_BYTES"),
+    ],
+)
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+def test_every_setting_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = [name for name in env_names() if f"`{name}`" not in doc]
+    assert not missing, f"undocumented settings: {missing}"
