@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import signal
 import threading
 from pathlib import Path
 
@@ -97,13 +98,21 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
         web_port = port or settings.web_port
         print(f"review console: http://{settings.web_host}:{web_port}/")
         print("publish test uploads with: moderation publish path/to/image.jpg")
-        serve(app, host=settings.web_host, port=web_port, threads=8, ident="moderation")
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            serve(app, host=settings.web_host, port=web_port, threads=8, ident="moderation")
+        except KeyboardInterrupt:
+            print("stopping")
         worker.stop()
     finally:
         state_path.unlink(missing_ok=True)
         if broker is not None:
             broker.stop()
     return 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _port_free(port: int) -> bool:

@@ -1,0 +1,79 @@
+"""The README's quick start, as a new user runs it: `moderation up` on embedded
+defaults, `moderation publish` a local image, log in to the console."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from moderation.embedded import free_port
+from tests.conftest import wait_until
+from tests.support.images import encode, synthetic_image
+
+BIN = Path(sys.executable).with_name("moderation")
+
+
+def _get(url: str, auth: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_moderation_up_then_publish(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}}
+    port = free_port()
+    env.update(WEB_PORT=str(port), REVIEW_THRESHOLD="0.0")  # threshold 0: the upload is queued
+    log = (tmp_path / "up.log").open("w")
+    proc = subprocess.Popen([str(BIN), "up"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _get(base + "/readyz")[0] == 200, timeout=60, interval=0.3)
+        out = (tmp_path / "up.log").read_text()
+        password = re.search(r"user 'admin' with password: (\S+)", out).group(1)
+        assert f"review console: {base}/" in out
+        assert (tmp_path / "var" / "moderation.db").exists()
+
+        image = tmp_path / "upload.jpg"
+        image.write_bytes(encode(synthetic_image(77)))
+        published = subprocess.run([str(BIN), "publish", str(image)], cwd=tmp_path, env=env,
+                                   capture_output=True, text=True, timeout=60)
+        assert published.returncode == 0, published.stderr
+        event = json.loads(published.stdout)
+
+        def queued() -> bool:
+            status, body = _get(base + "/api/v1/queue", auth=f"admin:{password}")
+            return status == 200 and sum(row["count"] for row in json.loads(body)["depth"]) == 1
+
+        wait_until(queued, timeout=60, interval=0.5)
+        status, metrics = _get(base + "/metrics")
+        assert status == 200
+        assert "moderation_queue_items" in metrics
+        status, login_page = _get(base + "/login")
+        assert status == 200 and "Log in" in login_page
+        assert event["path"] == str(image)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-2000:]
+    time.sleep(0.5)
+    # The embedded broker went down with it.
+    assert not (tmp_path / "var" / "embedded.json").exists()

@@ -1,0 +1,42 @@
+"""Decisions wait in the outbox until the broker acknowledges them."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from moderation.domain import Action, Source
+from moderation.storage import outbox
+from moderation.storage.models import Decision, Item
+
+
+def _item(sessions) -> int:
+    with sessions() as s:
+        item = Item(event_id="e1", content_id="c1", uploader_id="u", media_url="http://x", media_type="image/png",
+                    event={}, sha256="s", md5="m", pdq="0" * 64, pdq_quality=90, score=0.1, matches=[],
+                    route="allow", reason="below_threshold", priority=0, state="closed")
+        s.add(item)
+        s.flush()
+        outbox.add_decision(s, item, Action.ALLOW, Source.CLASSIFIER, "below_threshold", "c1:e1:pipeline")
+        s.commit()
+        return item.id
+
+
+def test_unacknowledged_decisions_are_published_by_a_later_sweep(sessions):
+    item_id = _item(sessions)
+    sent: list[tuple[bytes, bytes]] = []
+
+    def broker_down(key: bytes, value: bytes) -> None:
+        raise ConnectionError("broker unavailable")
+
+    try:
+        outbox.publish_pending(sessions, broker_down)
+    except ConnectionError:
+        pass
+    with sessions() as s:
+        assert s.scalar(select(Decision.published_at).where(Decision.item_id == item_id)) is None
+
+    assert outbox.publish_pending(sessions, lambda k, v: sent.append((k, v))) == 1
+    assert sent[0][0] == b"c1" and b'"idempotency_key":"c1:e1:pipeline"' in sent[0][1]
+    assert outbox.publish_pending(sessions, lambda k, v: sent.append((k, v))) == 0  # nothing twice
+    with sessions() as s:
+        assert s.scalar(select(Decision.published_at).where(Decision.item_id == item_id)) is not None

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+
+from moderation.cli import main
+from tests.support.images import encode, synthetic_image
+
+
+def test_hash_prints_one_json_object_per_file(tmp_path, capsys):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.png"
+    a.write_bytes(encode(synthetic_image(1)))
+    b.write_bytes(encode(synthetic_image(2), ".png"))
+    assert main(["hash", "--json", str(a), str(b)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in rows] == [str(a), str(b)]
+    for r in rows:
+        assert set(r) == {"path", "sha256", "md5", "pdq", "pdq_quality"}
+        assert len(r["sha256"]) == 64 and len(r["md5"]) == 32 and len(r["pdq"]) == 64
+        assert 0 <= r["pdq_quality"] <= 100
+
+
+def test_hash_reports_bad_files_and_carries_on(tmp_path, capsys):
+    good, junk = tmp_path / "good.jpg", tmp_path / "junk.jpg"
+    good.write_bytes(encode(synthetic_image(1)))
+    junk.write_bytes(b"not an image")
+    assert main(["hash", "--json", str(junk), str(tmp_path / "missing.jpg"), str(good)]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["path"] == str(good)
+    errors = [json.loads(line) for line in err.splitlines()]
+    assert errors[0]["error_class"] == "media_undecodable"
+    assert errors[1]["path"].endswith("missing.jpg") and errors[1]["error"]
+
+
+def test_user_create_and_db_upgrade_on_sqlite(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    assert main(["db", "upgrade"]) == 0
+    assert main(["user", "create", "alex", "--role", "admin"]) == 0
+    out = capsys.readouterr().out
+    assert "created admin 'alex'" in out and "password (shown once): " in out
+    assert main(["user", "create", "alex"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_bad_configuration_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("REVIEW_THRESHOLD", "high")
+    assert main(["db", "upgrade"]) == 2
+    assert "REVIEW_THRESHOLD='high'" in capsys.readouterr().err
