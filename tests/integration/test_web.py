@@ -1,0 +1,119 @@
+"""Console behaviour that needs no broker: auth, CSRF, headers, escaping, metrics.
+Decisions are captured by an in-memory sender instead of Kafka."""
+
+from __future__ import annotations
+
+import pytest
+
+from moderation.storage.models import Item, ItemMedia
+from tests.support.images import encode, synthetic_image
+from tests.support.web import add_user, csrf_from, login, make_app
+
+EVIL = '<script>alert("x")</script>'
+
+
+@pytest.fixture
+def app_and_item(settings_factory, sessions):
+    sent: list[tuple[bytes, bytes]] = []
+    settings = settings_factory()
+    with sessions() as s:
+        item = Item(event_id="e1", content_id="c1", uploader_id=EVIL, media_url="http://x", media_type=EVIL,
+                    event={}, sha256="a" * 64, md5="b" * 32, pdq="c" * 64, pdq_quality=90, score=0.81,
+                    model_version="m1", route="review", reason="classifier_score", priority=50, state="pending",
+                    matches=[{"bank": EVIL, "bank_action": "review", "entry_id": 1, "signal": "pdq", "distance": 7}])
+        s.add(item)
+        s.flush()
+        s.add(ItemMedia(item_id=item.id, content_type="image/jpeg", data=encode(synthetic_image(1))))
+        s.commit()
+        item_id = item.id
+    app = make_app(settings, send_decision=lambda k, v: sent.append((k, v)))
+    return app, item_id, sent
+
+
+def test_everything_but_health_and_metrics_needs_login(app_and_item):
+    app, item_id, _ = app_and_item
+    c = app.test_client()
+    for path in ("/", f"/items/{item_id}", f"/items/{item_id}/media"):
+        resp = c.get(path)
+        assert resp.status_code == 302 and "/login" in resp.location
+    assert c.get("/api/v1/me").status_code == 401
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/readyz").status_code == 200
+    assert c.get("/metrics").status_code == 200
+
+
+def test_wrong_password_is_refused(app_and_item, sessions):
+    app, _, _ = app_and_item
+    add_user(sessions, "kim")
+    c = app.test_client()
+    token = csrf_from(c.get("/login").get_data(as_text=True))
+    resp = c.post("/login", data={"username": "kim", "password": "wrong password!", "csrf_token": token})
+    assert resp.status_code == 401 and "Wrong username or password" in resp.get_data(as_text=True)
+
+
+def test_posts_without_csrf_token_are_rejected(app_and_item, sessions):
+    app, item_id, sent = app_and_item
+    pw = add_user(sessions, "kim")
+    c = app.test_client()
+    csrf = login(c, "kim", pw)
+    assert c.post("/next", data={}).status_code == 400
+    assert c.post("/next", data={"csrf_token": "forged"}).status_code == 400
+    assert c.post("/next", data={"csrf_token": csrf}).status_code == 302
+    resp = c.post(f"/items/{item_id}/decide", data={"action": "remove", "reason": "ncii"})
+    assert resp.status_code == 400 and sent == []
+
+
+def test_login_never_redirects_off_site(app_and_item, sessions):
+    app, _, _ = app_and_item
+    pw = add_user(sessions, "kim")
+    c = app.test_client()
+    token = csrf_from(c.get("/login").get_data(as_text=True))
+    resp = c.post("/login?next=//evil.example/x", data={"username": "kim", "password": pw, "csrf_token": token})
+    assert resp.location == "/"
+
+
+def test_uploader_supplied_text_is_escaped_and_headers_are_set(app_and_item, sessions):
+    app, item_id, _ = app_and_item
+    pw = add_user(sessions, "kim")
+    c = app.test_client()
+    csrf = login(c, "kim", pw)
+    c.post("/next", data={"csrf_token": csrf})
+    resp = c.get(f"/items/{item_id}")
+    html = resp.get_data(as_text=True)
+    assert EVIL not in html and "&lt;script&gt;" in html
+    csp = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_other_moderators_cannot_see_a_claimed_item(app_and_item, sessions):
+    app, item_id, _ = app_and_item
+    a_pw, b_pw = add_user(sessions, "kim"), add_user(sessions, "lou")
+    a, b = app.test_client(), app.test_client()
+    a_csrf, _ = login(a, "kim", a_pw), login(b, "lou", b_pw)
+    a.post("/next", data={"csrf_token": a_csrf})
+    assert b.get(f"/items/{item_id}").status_code == 403
+    assert b.get(f"/items/{item_id}/media").status_code == 403
+
+
+def test_decision_by_keyboard_form_publishes_and_claims_the_next(app_and_item, sessions):
+    app, item_id, sent = app_and_item
+    pw = add_user(sessions, "kim")
+    c = app.test_client()
+    csrf = login(c, "kim", pw)
+    c.post("/next", data={"csrf_token": csrf})
+    page = c.get(f"/items/{item_id}").get_data(as_text=True)
+    for key in ('data-key="x"', 'data-key="a"', 'data-key="e"', 'data-key="r"', 'data-key="1"'):
+        assert key in page
+    resp = c.post(f"/items/{item_id}/decide", data={"csrf_token": csrf, "action": "allow",
+                                                    "reason": "not_violating"})
+    assert resp.status_code == 302  # queue now empty: back to the overview
+    assert len(sent) == 1 and b'"action":"allow"' in sent[0][1] and b'"moderator":"kim"' in sent[0][1]
+    metrics = c.get("/metrics").get_data(as_text=True)
+    assert 'moderation_decisions_total{action="allow",source="moderator"} 1.0' in metrics
+
+
+def test_queue_depth_metric_by_state_and_priority(app_and_item):
+    app, _, _ = app_and_item
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'moderation_queue_items{priority="50",state="pending",tier="moderator"} 1.0' in metrics
