@@ -1,12 +1,12 @@
 """The ``moderation`` command: one entry point, several roles.
 
-    moderation up                 everything on one machine (embedded broker + SQLite)
-    moderation worker             a consumer-group member of the pipeline
-    moderation web                the review console and JSON API
-    moderation db upgrade         apply database migrations
-    moderation user create NAME   add a console user
-    moderation publish FILE...    publish upload events for local images (dev mode)
-    moderation hash FILE...       print SHA-256, MD5 and PDQ of local images
+moderation up                 everything on one machine (embedded broker + SQLite)
+moderation worker             a consumer-group member of the pipeline
+moderation web                the review console and JSON API
+moderation db upgrade         apply database migrations
+moderation user create NAME   add a console user
+moderation publish FILE...    publish upload events for local images (dev mode)
+moderation hash FILE...       print SHA-256, MD5 and PDQ of local images
 """
 
 from __future__ import annotations
@@ -75,14 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     uc.set_defaults(func=cmd_user_create)
 
-    pub = sub.add_parser("publish", help="publish upload events for local image files (needs DEV_MODE workers)")
+    pub = sub.add_parser(
+        "publish", help="publish upload events for local image files (needs DEV_MODE workers)"
+    )
     pub.add_argument("paths", nargs="+", metavar="FILE")
     pub.add_argument("--uploader", default="local-cli", help="uploader id to put in the events")
     pub.set_defaults(func=cmd_publish)
 
     h = sub.add_parser("hash", help="print one JSON object per file: path, sha256, md5, pdq, pdq_quality")
     h.add_argument("paths", nargs="+", metavar="FILE")
-    h.add_argument("--json", action="store_true", help="JSON lines even on a terminal (the default when piped)")
+    h.add_argument(
+        "--json", action="store_true", help="JSON lines even on a terminal (the default when piped)"
+    )
     h.set_defaults(func=cmd_hash)
     return p
 
@@ -96,7 +100,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> in
     runtime.configure_logging(settings)
     metrics = Metrics()
     worker = runtime.build_worker(settings, metrics)
-    server = runtime.serve_in_thread(runtime.worker_ops_app(worker, metrics), "0.0.0.0", settings.metrics_port)
+    server = runtime.serve_in_thread(
+        runtime.worker_ops_app(worker, metrics), "0.0.0.0", settings.metrics_port
+    )
     _stop_on_signals(worker.stop)
     log.info("worker metrics on :%d/metrics", settings.metrics_port)
     try:
@@ -207,13 +213,20 @@ def cmd_hash(args: argparse.Namespace) -> int:
             print(json.dumps({"path": raw, "error": str(exc), "error_class": exc.code}), file=sys.stderr)
             continue
         hashes = hash_media(data, image)
-        row: dict[str, Any] = {"path": raw, "sha256": hashes.sha256, "md5": hashes.md5,
-                               "pdq": hashes.pdq, "pdq_quality": hashes.pdq_quality}
+        row: dict[str, Any] = {
+            "path": raw,
+            "sha256": hashes.sha256,
+            "md5": hashes.md5,
+            "pdq": hashes.pdq,
+            "pdq_quality": hashes.pdq_quality,
+        }
         if as_json:
             print(json.dumps(row))
         else:
-            print(f"{raw}\n  sha256 {hashes.sha256}\n  md5    {hashes.md5}\n"
-                  f"  pdq    {hashes.pdq} (quality {hashes.pdq_quality})")
+            print(
+                f"{raw}\n  sha256 {hashes.sha256}\n  md5    {hashes.md5}\n"
+                f"  pdq    {hashes.pdq} (quality {hashes.pdq_quality})"
+            )
     return 1 if failures else 0
 
 

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 
-class BankAction(str, enum.Enum):
+class BankAction(enum.StrEnum):
     AUTO_REMOVE = "auto_remove"
     REVIEW = "review"
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     """What the platform is told to do with a piece of content."""
 
     REMOVE = "remove"
@@ -21,13 +21,13 @@ class Action(str, enum.Enum):
     ESCALATE = "escalate"
 
 
-class Source(str, enum.Enum):
+class Source(enum.StrEnum):
     HASH_MATCH = "hash_match"
     CLASSIFIER = "classifier"
     MODERATOR = "moderator"
 
 
-class Route(str, enum.Enum):
+class Route(enum.StrEnum):
     """The worker's outcome for one upload event."""
 
     AUTO_REMOVE = "auto_remove"  # decision published at once, item queued for verification
@@ -35,7 +35,7 @@ class Route(str, enum.Enum):
     ALLOW = "allow"
 
 
-class ItemState(str, enum.Enum):
+class ItemState(enum.StrEnum):
     PENDING = "pending"
     CLAIMED = "claimed"
     DECIDED = "decided"

@@ -36,6 +36,14 @@ class MediaDecodeError(InvalidInput):
     code = "media_undecodable"
 
 
+class ProcessingFailed(InvalidInput):
+    """An unexpected error while processing one event (a bug, or input no check
+    foresaw). Dead-lettered with the exception type so it can be replayed once
+    fixed, instead of crash-looping the worker on a poison message."""
+
+    code = "processing_failed"
+
+
 class TransientError(ModerationError):
     code = "transient"
 

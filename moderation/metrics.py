@@ -71,7 +71,6 @@ class Metrics:
         )
 
 
-
 QueueDepthFn = Callable[[], Sequence[tuple[str, str, int, int]]]
 
 

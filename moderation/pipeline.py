@@ -22,8 +22,14 @@ from moderation.media.fetch import MediaFetcher
 from moderation.metrics import Metrics
 from moderation.routing import RoutingPolicy, route
 
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-                 "BMP": "image/bmp", "TIFF": "image/tiff"}
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
 
 
 @dataclass(frozen=True)

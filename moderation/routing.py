@@ -61,12 +61,12 @@ def route(
     """Decide what happens to one upload. ``score`` is None when no classifier ran."""
     ordered = tuple(sorted(matches, key=lambda m: (m.bank_action is not BankAction.AUTO_REMOVE, m.distance)))
     confident = [
-        m
-        for m in ordered
-        if m.bank_action is BankAction.AUTO_REMOVE and is_confident(m, pdq_quality, policy)
+        m for m in ordered if m.bank_action is BankAction.AUTO_REMOVE and is_confident(m, pdq_quality, policy)
     ]
     if confident:
-        return Verdict(Route.AUTO_REMOVE, PRIORITY_VERIFY_AUTO_REMOVAL, "bank_match_auto_remove", ordered, score)
+        return Verdict(
+            Route.AUTO_REMOVE, PRIORITY_VERIFY_AUTO_REMOVAL, "bank_match_auto_remove", ordered, score
+        )
     if ordered:
         priority = max(match_priority(m, policy) for m in ordered)
         return Verdict(Route.REVIEW, min(priority, 100), "bank_match_review", ordered, score)

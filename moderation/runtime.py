@@ -88,7 +88,9 @@ def worker_ops_app(worker: Worker, metrics: Metrics) -> Callable[..., Any]:
                 except Exception:
                     ok, detail["database"] = False, False
             body = json.dumps({"ok": ok, **detail}).encode()
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+            )
             return [body]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]

@@ -161,7 +161,9 @@ class TopicReader:
         from kafka import KafkaConsumer
 
         self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
             consumer_timeout_ms=500,
         )
         self.topic = topic
@@ -195,8 +197,9 @@ class TopicReader:
             pass
         return self.records
 
-    def wait_matching(self, predicate: Callable[[dict[str, Any]], bool], count: int = 1,
-                      timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_matching(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
         """Decoded JSON values satisfying ``predicate``, once at least ``count`` arrived."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -31,8 +31,9 @@ def preprocess(image_bgr: np.ndarray) -> np.ndarray:
     off = (RESIZE - CROP) // 2
     crop = resized[off : off + CROP, off : off + CROP]
     ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 75])
-    if ok:
-        crop = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if ok else None
+    if decoded is not None:
+        crop = decoded
     return np.ascontiguousarray(crop.astype(np.float32) - MEAN_BGR)
 
 

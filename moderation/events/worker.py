@@ -18,14 +18,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
+import cv2
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation.errors import InvalidInput, ModerationError, TransientError
+from moderation.errors import InvalidInput, ModerationError, ProcessingFailed, TransientError
 from moderation.events.deadletter import dead_letter_headers
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
@@ -88,7 +90,7 @@ class Worker:
     def _handle_partition(self, tp: TopicPartition, records: Sequence[Any]) -> bool:
         done = None
         for record in records:
-            if not self._retrying("pipeline", lambda r=record: self.handle(r)):
+            if not self._retrying("pipeline", partial(self.handle, record)):
                 break  # stopping: leave the rest uncommitted for redelivery
             done = record.offset
         if done is not None:
@@ -134,14 +136,21 @@ class Worker:
                 return "duplicate"
             self.refresh_banks()  # new bank entries match within bank_refresh_seconds
             analysis = self.pipeline.analyse(event)
+            started = time.perf_counter()
+            with self.sessions() as session:
+                item_id, created = outcomes.record_analysis(session, analysis, self.publish_allow)
+            self.metrics.stage_seconds.labels("persist").observe(time.perf_counter() - started)
         except InvalidInput as exc:
             self._dead_letter(record, exc, event_id)
             return "dead_letter"
+        except (TransientError, OperationalError):
+            raise  # retried by the caller, offset not committed
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the partition
+            log.exception("unexpected error processing an event", extra={"event_id": event_id})
+            failure = ProcessingFailed(f"{type(exc).__name__}: {exc}")
+            self._dead_letter(record, failure, event_id)
+            return "dead_letter"
 
-        started = time.perf_counter()
-        with self.sessions() as session:
-            item_id, created = outcomes.record_analysis(session, analysis, self.publish_allow)
-        self.metrics.stage_seconds.labels("persist").observe(time.perf_counter() - started)
         outcome = analysis.verdict.route.value if created else "duplicate"
         automatic = AUTOMATIC_DECISIONS.get(outcome)
         if automatic and (outcome != "allow" or self.publish_allow):
@@ -150,8 +159,13 @@ class Worker:
         self.metrics.events_consumed.labels(outcome).inc()
         log.info(
             "event processed",
-            extra={"event_id": event_id, "outcome": outcome, "priority": analysis.verdict.priority,
-                   "score": analysis.score, "matches": len(analysis.matches)},
+            extra={
+                "event_id": event_id,
+                "outcome": outcome,
+                "priority": analysis.verdict.priority,
+                "score": analysis.score,
+                "matches": len(analysis.matches),
+            },
         )
         return outcome
 
@@ -172,8 +186,13 @@ class Worker:
         self.metrics.events_consumed.labels("dead_letter").inc()
         log.warning(
             "event dead-lettered",
-            extra={"error_class": error.code, "error": str(error)[:300], "partition": record.partition,
-                   "offset": record.offset, "event_id": event_id},
+            extra={
+                "error_class": error.code,
+                "error": str(error)[:300],
+                "partition": record.partition,
+                "offset": record.offset,
+                "event_id": event_id,
+            },
         )
 
     # -- periodic work -------------------------------------------------------------

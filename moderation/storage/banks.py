@@ -49,9 +49,11 @@ def add_entries(
     if not rows:
         return 0
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(BankEntry).values(rows).on_conflict_do_nothing(index_elements=["bank_id", "signal", "value"])
+    stmt = (
+        insert(BankEntry).values(rows).on_conflict_do_nothing(index_elements=["bank_id", "signal", "value"])
+    )
     result = session.execute(stmt)
-    return int(result.rowcount or 0)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def list_banks(session: Session) -> Sequence[Bank]:

@@ -49,8 +49,15 @@ def record_analysis(session: Session, analysis: Analysis, publish_allow: bool) -
         key = f"{event.content_id}:{event.event_id}:pipeline"
         if verdict.route is Route.AUTO_REMOVE:
             outbox.add_decision(session, item, Action.REMOVE, Source.HASH_MATCH, verdict.reason, key)
-            audit.record(session, "pipeline", "decision.remove", item.id, reason=verdict.reason,
-                         matches=item.matches, idempotency_key=key)
+            audit.record(
+                session,
+                "pipeline",
+                "decision.remove",
+                item.id,
+                reason=verdict.reason,
+                matches=item.matches,
+                idempotency_key=key,
+            )
         elif verdict.route is Route.ALLOW and publish_allow:
             outbox.add_decision(session, item, Action.ALLOW, Source.CLASSIFIER, verdict.reason, key)
         session.commit()

@@ -32,7 +32,9 @@ def current_claim(session: Session, user: User, now: datetime | None = None) -> 
     )
 
 
-def claim_next_item(session: Session, user: User, lease_seconds: int, now: datetime | None = None) -> Item | None:
+def claim_next_item(
+    session: Session, user: User, lease_seconds: int, now: datetime | None = None
+) -> Item | None:
     """Claim the highest-priority, oldest claimable item for ``user``.
 
     A user who already holds a live claim gets that item back (its lease renewed)

@@ -78,11 +78,12 @@ def get_media(item_id: int) -> Any:
 def post_decision(item_id: int) -> Any:
     body: Any = request.get_json(silent=True)
     if not isinstance(body, dict):
-        return jsonify(error="send a JSON object: {\"action\": ..., \"reason\": ..., \"note\": ...}"), 400
+        return jsonify(error='send a JSON object: {"action": ..., "reason": ..., "note": ...}'), 400
     item = actions.visible_item(item_id)
     try:
-        result = actions.decide(item, str(body.get("action", "")), str(body.get("reason", "")),
-                                str(body.get("note", ""))[:2000])
+        result = actions.decide(
+            item, str(body.get("action", "")), str(body.get("reason", "")), str(body.get("note", ""))[:2000]
+        )
     except ReviewError as exc:
         return jsonify(error=str(exc)), exc.status
     payload = dict(result.decision.payload)

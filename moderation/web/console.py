@@ -47,8 +47,9 @@ def item(item_id: int) -> Any:
     found = actions.visible_item(item_id)
     audit.record(g.db, g.user.username, "item.view", found.id)
     g.db.commit()
-    return render_template("item.html", item=item_dict(found), reasons=REASONS,
-                           can_decide=queue.holds_live_claim(found, g.user))
+    return render_template(
+        "item.html", item=item_dict(found), reasons=REASONS, can_decide=queue.holds_live_claim(found, g.user)
+    )
 
 
 @bp.get("/items/<int:item_id>/media")
@@ -72,7 +73,10 @@ def decide(item_id: int) -> Any:
     found = actions.visible_item(item_id)
     try:
         result = actions.decide(
-            found, request.form.get("action", ""), request.form.get("reason", ""), request.form.get("note", "")
+            found,
+            request.form.get("action", ""),
+            request.form.get("reason", ""),
+            request.form.get("note", ""),
         )
     except ReviewError as exc:
         flash(str(exc), "error")

@@ -22,7 +22,9 @@ class DecisionPublisher:
     use, so the console starts (and decisions are stored) even while the broker is
     down; a sweep thread publishes whatever is left."""
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], metrics: Metrics, send: Any = None):
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker[Session], metrics: Metrics, send: Any = None
+    ):
         self.settings = settings
         self.sessions = sessions
         self.metrics = metrics
@@ -41,7 +43,9 @@ class DecisionPublisher:
     def publish(self, item_ids: list[int] | None = None) -> int:
         try:
             return outbox.publish_pending(
-                self.sessions, self._sender(), item_ids=item_ids,
+                self.sessions,
+                self._sender(),
+                item_ids=item_ids,
                 on_published=lambda _d: self.metrics.decisions_published.inc(),
             )
         except Exception as exc:  # stays in the outbox; the sweep retries

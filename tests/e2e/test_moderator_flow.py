@@ -55,7 +55,9 @@ def test_confirmed_removal_blocks_the_next_copy(
     assert "no-store" in media.headers["Cache-Control"]
     assert client.post(f"/items/{item.id}/reveal", headers={"X-CSRF-Token": csrf}).status_code == 204
 
-    resp = client.post(f"/items/{item.id}/decide", data={"csrf_token": csrf, "action": "remove", "reason": "ncii"})
+    resp = client.post(
+        f"/items/{item.id}/decide", data={"csrf_token": csrf, "action": "remove", "reason": "ncii"}
+    )
     assert resp.status_code == 302
 
     decided = _item(sessions, first)
@@ -110,10 +112,14 @@ def test_api_flow_with_basic_auth_and_escalation(
     assert client.post("/api/v1/queue/claim", headers=lee).status_code == 204
     assert client.get(f"/api/v1/items/{item.id}", headers=lee).status_code == 403
 
-    bad = client.post(f"/api/v1/items/{item.id}/decision", headers=sam, json={"action": "nuke", "reason": "ncii"})
+    bad = client.post(
+        f"/api/v1/items/{item.id}/decision", headers=sam, json={"action": "nuke", "reason": "ncii"}
+    )
     assert bad.status_code == 400 and "unknown action" in bad.json["error"]
     minor = client.post(
-        f"/api/v1/items/{item.id}/decision", headers=sam, json={"action": "remove", "reason": "suspected_minor"}
+        f"/api/v1/items/{item.id}/decision",
+        headers=sam,
+        json={"action": "remove", "reason": "suspected_minor"},
     )
     assert minor.status_code == 400
 

@@ -26,7 +26,9 @@ from tests.support.images import encode, reencoded_copy, synthetic_image
 
 
 def _event(url: str, media_type: str = "image/jpeg", **extra: Any) -> dict[str, Any]:
-    return make_upload_event(str(uuid.uuid4()), f"c-{uuid.uuid4().hex[:10]}", "uploader-1", url, media_type, **extra)
+    return make_upload_event(
+        str(uuid.uuid4()), f"c-{uuid.uuid4().hex[:10]}", "uploader-1", url, media_type, **extra
+    )
 
 
 def _bank_image(sessions: Any, name: str, action: BankAction, data: bytes) -> None:
@@ -63,11 +65,15 @@ def test_every_event_gets_exactly_one_outcome(
     for i, data in enumerate(fresh):
         add(_event(media_server.add(f"/fresh/{i}.jpg", data)), "classifier")
     add(_event(media_server.add("/reupload/exact.jpg", banked)), "auto_remove")
-    add(_event(media_server.add("/reupload/resized.jpg", reencoded_copy(synthetic_image(100)))), "auto_remove")
+    add(
+        _event(media_server.add("/reupload/resized.jpg", reencoded_copy(synthetic_image(100)))), "auto_remove"
+    )
     add(_event(media_server.add("/watched.png", watched), "image/png", extra_field={"kept": True}), "review")
     # Broken input: each must become a dead letter with its own error class.
     events.append((None, b"{not json", "dead_letter:invalid_event"))
-    events.append((None, json.dumps({"event_id": "x", "content_id": "y"}).encode(), "dead_letter:invalid_event"))
+    events.append(
+        (None, json.dumps({"event_id": "x", "content_id": "y"}).encode(), "dead_letter:invalid_event")
+    )
     add(_event(media_server.url("/missing.jpg")), "dead_letter:media_fetch_failed")
     add(_event("http://127.0.0.1:9/unreachable.jpg"), "dead_letter:media_fetch_failed")
     add(_event(media_server.add("/huge.jpg", b"\xff" * 3_000_000)), "dead_letter:media_too_large")

@@ -50,8 +50,14 @@ def test_moderation_up_then_publish(tmp_path):
 
         image = tmp_path / "upload.jpg"
         image.write_bytes(encode(synthetic_image(77)))
-        published = subprocess.run([str(BIN), "publish", str(image)], cwd=tmp_path, env=env,
-                                   capture_output=True, text=True, timeout=60)
+        published = subprocess.run(
+            [str(BIN), "publish", str(image)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert published.returncode == 0, published.stderr
         event = json.loads(published.stdout)
 

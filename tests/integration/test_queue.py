@@ -29,12 +29,28 @@ def _items(sessions, specs):
     now = utcnow()
     with sessions() as s:
         for n, (priority, tier, age) in enumerate(specs):
-            s.add(Item(
-                event_id=f"e{n}", content_id=f"c{n}", uploader_id="u", media_url="http://x", media_type="image/jpeg",
-                event={}, sha256="s", md5="m", pdq="0" * 64, pdq_quality=100, score=0.5, matches=[],
-                route="review", reason="classifier_score", priority=priority, state="pending", tier=tier,
-                created_at=now - timedelta(seconds=age),
-            ))
+            s.add(
+                Item(
+                    event_id=f"e{n}",
+                    content_id=f"c{n}",
+                    uploader_id="u",
+                    media_url="http://x",
+                    media_type="image/jpeg",
+                    event={},
+                    sha256="s",
+                    md5="m",
+                    pdq="0" * 64,
+                    pdq_quality=100,
+                    score=0.5,
+                    matches=[],
+                    route="review",
+                    reason="classifier_score",
+                    priority=priority,
+                    state="pending",
+                    tier=tier,
+                    created_at=now - timedelta(seconds=age),
+                )
+            )
         s.commit()
 
 
@@ -54,8 +70,12 @@ def _claim(sessions, user_id, lease=60, now=None):
 
 
 def test_highest_priority_then_oldest_first(qsessions):
-    _items(qsessions, [(10, "moderator", 50), (80, "moderator", 5), (80, "moderator", 30), (40, "moderator", 99)])
-    a, b, c, d = _users(qsessions, ("a", "moderator"), ("b", "moderator"), ("c", "moderator"), ("d", "moderator"))
+    _items(
+        qsessions, [(10, "moderator", 50), (80, "moderator", 5), (80, "moderator", 30), (40, "moderator", 99)]
+    )
+    a, b, c, d = _users(
+        qsessions, ("a", "moderator"), ("b", "moderator"), ("c", "moderator"), ("d", "moderator")
+    )
     order = [_claim(qsessions, u) for u in (a, b, c, d)]
     with qsessions() as s:
         got = [s.get(Item, i).event_id for i in order]

@@ -17,10 +17,25 @@ def app_and_item(settings_factory, sessions):
     sent: list[tuple[bytes, bytes]] = []
     settings = settings_factory()
     with sessions() as s:
-        item = Item(event_id="e1", content_id="c1", uploader_id=EVIL, media_url="http://x", media_type=EVIL,
-                    event={}, sha256="a" * 64, md5="b" * 32, pdq="c" * 64, pdq_quality=90, score=0.81,
-                    model_version="m1", route="review", reason="classifier_score", priority=50, state="pending",
-                    matches=[{"bank": EVIL, "bank_action": "review", "entry_id": 1, "signal": "pdq", "distance": 7}])
+        item = Item(
+            event_id="e1",
+            content_id="c1",
+            uploader_id=EVIL,
+            media_url="http://x",
+            media_type=EVIL,
+            event={},
+            sha256="a" * 64,
+            md5="b" * 32,
+            pdq="c" * 64,
+            pdq_quality=90,
+            score=0.81,
+            model_version="m1",
+            route="review",
+            reason="classifier_score",
+            priority=50,
+            state="pending",
+            matches=[{"bank": EVIL, "bank_action": "review", "entry_id": 1, "signal": "pdq", "distance": 7}],
+        )
         s.add(item)
         s.flush()
         s.add(ItemMedia(item_id=item.id, content_type="image/jpeg", data=encode(synthetic_image(1))))
@@ -68,7 +83,9 @@ def test_login_never_redirects_off_site(app_and_item, sessions):
     pw = add_user(sessions, "kim")
     c = app.test_client()
     token = csrf_from(c.get("/login").get_data(as_text=True))
-    resp = c.post("/login?next=//evil.example/x", data={"username": "kim", "password": pw, "csrf_token": token})
+    resp = c.post(
+        "/login?next=//evil.example/x", data={"username": "kim", "password": pw, "csrf_token": token}
+    )
     assert resp.location == "/"
 
 
@@ -105,8 +122,9 @@ def test_decision_by_keyboard_form_publishes_and_claims_the_next(app_and_item, s
     page = c.get(f"/items/{item_id}").get_data(as_text=True)
     for key in ('data-key="x"', 'data-key="a"', 'data-key="e"', 'data-key="r"', 'data-key="1"'):
         assert key in page
-    resp = c.post(f"/items/{item_id}/decide", data={"csrf_token": csrf, "action": "allow",
-                                                    "reason": "not_violating"})
+    resp = c.post(
+        f"/items/{item_id}/decide", data={"csrf_token": csrf, "action": "allow", "reason": "not_violating"}
+    )
     assert resp.status_code == 302  # queue now empty: back to the overview
     assert len(sent) == 1 and b'"action":"allow"' in sent[0][1] and b'"moderator":"kim"' in sent[0][1]
     metrics = c.get("/metrics").get_data(as_text=True)

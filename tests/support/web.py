@@ -21,7 +21,9 @@ def make_app(settings: Settings, send_decision: Any = None) -> Any:
     return app
 
 
-def add_user(sessions: Any, username: str, role: str = "moderator", password: str = "correct horse battery") -> str:
+def add_user(
+    sessions: Any, username: str, role: str = "moderator", password: str = "correct horse battery"
+) -> str:
     with sessions() as s:
         users.create_user(s, username, password, role)
         s.commit()

@@ -14,8 +14,14 @@ def test_defaults_need_no_environment():
 
 
 def test_environment_is_coerced():
-    s = load_settings({"DEV_MODE": "true", "PDQ_MATCH_DISTANCE": "40", "REVIEW_THRESHOLD": "0.75",
-                       "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
+    s = load_settings(
+        {
+            "DEV_MODE": "true",
+            "PDQ_MATCH_DISTANCE": "40",
+            "REVIEW_THRESHOLD": "0.75",
+            "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+        }
+    )
     assert s.dev_mode is True and s.pdq_match_distance == 40 and s.review_threshold == 0.75
     assert s.kafka_bootstrap_servers == "k1:9092,k2:9092"
 

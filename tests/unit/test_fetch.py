@@ -47,7 +47,9 @@ def test_unreachable_host():
         fetcher().fetch("http://127.0.0.1:9/x.jpg")
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x.jpg", "gopher://x", "data:image/png;base64,AAAA", "x.jpg"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x.jpg", "gopher://x", "data:image/png;base64,AAAA", "x.jpg"]
+)
 def test_other_schemes_are_refused(url):
     with pytest.raises(MediaFetchError, match="scheme"):
         fetcher().fetch(url)

@@ -58,12 +58,14 @@ def test_index_matches_exact_and_near_hashes_best_first():
     near = hashes_of(reencoded_copy(synthetic_image(10)))
     far = hashes_of(encode(synthetic_image(11)))
     index = BankIndex(pdq_match_distance=31)
-    index.add([
-        _entry(1, "sha256", target.sha256, "victims"),
-        _entry(2, "pdq", near.pdq, "confirmed"),
-        _entry(3, "pdq", far.pdq, "other"),
-        _entry(4, "md5", "0" * 32, "junk"),
-    ])
+    index.add(
+        [
+            _entry(1, "sha256", target.sha256, "victims"),
+            _entry(2, "pdq", near.pdq, "confirmed"),
+            _entry(3, "pdq", far.pdq, "other"),
+            _entry(4, "md5", "0" * 32, "junk"),
+        ]
+    )
     found = index.match(target)
     assert [(m.bank, m.signal) for m in found] == [("victims", "sha256"), ("confirmed", "pdq")]
     assert found[0].distance == 0 and 0 < found[1].distance <= 31

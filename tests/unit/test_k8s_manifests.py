@@ -9,8 +9,9 @@ non-root, labels, wiring between objects).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -52,9 +53,7 @@ EXPECTED_WORKLOADS = {
 # Loading
 # --------------------------------------------------------------------------- #
 def _yaml_files() -> list[Path]:
-    return sorted(
-        p for p in BASE_DIR.iterdir() if p.is_file() and p.suffix in {".yaml", ".yml"}
-    )
+    return sorted(p for p in BASE_DIR.iterdir() if p.is_file() and p.suffix in {".yaml", ".yml"})
 
 
 def _resource_files() -> list[Path]:
@@ -189,9 +188,7 @@ def test_containers_have_resource_requests(item: tuple[str, dict[str, Any]]) -> 
         assert "memory" in limits, f"{c['name']}: no memory limit"
 
 
-@pytest.mark.parametrize(
-    "item", [w for w in WORKLOADS if w[1]["kind"] == "Deployment"], ids=_obj_id
-)
+@pytest.mark.parametrize("item", [w for w in WORKLOADS if w[1]["kind"] == "Deployment"], ids=_obj_id)
 def test_long_running_containers_have_probes(item: tuple[str, dict[str, Any]]) -> None:
     # Probes only make sense for long-running servers; the migrate Job's
     # container is a run-to-completion CLI and serves no HTTP.

@@ -44,7 +44,7 @@ def app(tmp_path: Path) -> Flask:
 def _openapi_path(rule: str) -> str:
     """Flask rule under /api/v1 -> OpenAPI path relative to the server URL."""
     assert rule.startswith(API_PREFIX)
-    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule[len(API_PREFIX):])
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule[len(API_PREFIX) :])
 
 
 def _app_operations(app: Flask) -> dict[str, set[str]]:
@@ -84,9 +84,7 @@ def test_every_api_route_is_documented(app: Flask, spec: dict[str, Any]) -> None
     assert not stale, f"documented paths the app does not serve: {stale}"
     for path, methods in app_ops.items():
         documented = spec_ops[path]
-        assert documented == methods, (
-            f"{path}: app has {sorted(methods)}, spec has {sorted(documented)}"
-        )
+        assert documented == methods, f"{path}: app has {sorted(methods)}, spec has {sorted(documented)}"
 
 
 def test_path_parameters_are_declared(spec: dict[str, Any]) -> None:

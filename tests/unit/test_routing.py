@@ -7,7 +7,9 @@ import pytest
 from moderation.domain import BankAction, Match, Route
 from moderation.routing import RoutingPolicy, route
 
-POLICY = RoutingPolicy(review_threshold=0.6, auto_remove_pdq_distance=20, pdq_match_distance=31, pdq_min_quality=50)
+POLICY = RoutingPolicy(
+    review_threshold=0.6, auto_remove_pdq_distance=20, pdq_match_distance=31, pdq_min_quality=50
+)
 
 
 def m(action: BankAction, signal: str = "pdq", distance: int = 0, bank: str = "b") -> Match:

@@ -1,0 +1,90 @@
+"""Worker.handle on real PostgreSQL with captured producers: one record at a time."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select
+
+from moderation.classify import FixedScoreClassifier
+from moderation.events.uploads import make_upload_event
+from moderation.events.worker import Worker
+from moderation.runtime import build_pipeline
+from moderation.storage.models import Decision, Item
+from tests.support.images import encode, synthetic_image
+
+
+class ExplodingClassifier(FixedScoreClassifier):
+    def score(self, image_bgr):
+        raise RuntimeError("model crashed on this input")
+
+
+@pytest.fixture
+def make_worker(settings_factory, sessions, metrics):
+    def make(classifier=None):
+        sent = {"decisions": [], "dlq": []}
+        settings = settings_factory()
+        worker = Worker(
+            consumer=None,
+            sessions=sessions,
+            pipeline=build_pipeline(settings, metrics, classifier or FixedScoreClassifier(0.1)),
+            send_decision=lambda k, v, h=(): sent["decisions"].append((k, v)),
+            send_dead_letter=lambda k, v, h=(): sent["dlq"].append((k, v, dict(h))),
+            metrics=metrics,
+        )
+        return worker, sent
+
+    return make
+
+
+def _record(value: bytes, offset: int = 7):
+    return SimpleNamespace(topic="uploads", partition=2, offset=offset, key=b"k", value=value)
+
+
+def test_unexpected_errors_dead_letter_the_event_and_the_worker_carries_on(make_worker, media_server):
+    worker, sent = make_worker(ExplodingClassifier())
+    url = media_server.add("/a.jpg", encode(synthetic_image(1)))
+    raw = json.dumps(make_upload_event("e1", "c1", "u", url, "image/jpeg")).encode()
+    assert worker.handle(_record(raw)) == "dead_letter"
+    key, value, headers = sent["dlq"][0]
+    assert value == raw
+    assert headers["error_class"] == b"processing_failed"
+    assert b"RuntimeError: model crashed" in headers["error_message"]
+    assert headers["source_partition"] == b"2" and headers["source_offset"] == b"7"
+    assert headers["event_id"] == b"e1"
+
+
+def test_redelivery_creates_no_second_item_or_decision(make_worker, media_server, sessions):
+    worker, sent = make_worker()
+    url = media_server.add("/b.jpg", encode(synthetic_image(2)))
+    raw = json.dumps(make_upload_event("e2", "c2", "u", url, "image/jpeg")).encode()
+    assert worker.handle(_record(raw)) == "allow"
+    requests_after_first = media_server.requests
+    assert worker.handle(_record(raw, offset=8)) == "duplicate"
+    assert media_server.requests == requests_after_first  # no refetch
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Item)) == 1
+        assert s.scalar(select(func.count()).select_from(Decision)) == 1
+    assert len(sent["decisions"]) == 1
+
+
+def test_a_decision_unpublished_before_a_crash_is_published_on_redelivery(make_worker, media_server, sessions):
+    worker, sent = make_worker()
+    url = media_server.add("/c.jpg", encode(synthetic_image(3)))
+    raw = json.dumps(make_upload_event("e3", "c3", "u", url, "image/jpeg")).encode()
+
+    def broker_down(*_args):
+        from moderation.errors import TransientError
+
+        raise TransientError("broker unavailable")
+
+    worker.send_decision = broker_down
+    with pytest.raises(Exception, match="broker unavailable"):
+        worker.handle(_record(raw))  # item stored, decision not acknowledged, offset not committed
+    worker.send_decision = lambda k, v, h=(): sent["decisions"].append((k, v))
+    assert worker.handle(_record(raw)) == "duplicate"  # redelivered
+    assert len(sent["decisions"]) == 1
+    with sessions() as s:
+        assert s.scalar(select(Decision.published_at)) is not None
