@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-import cv2
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.errors import InvalidInput, ModerationError, ProcessingFailed, TransientError

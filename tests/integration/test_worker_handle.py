@@ -70,7 +70,9 @@ def test_redelivery_creates_no_second_item_or_decision(make_worker, media_server
     assert len(sent["decisions"]) == 1
 
 
-def test_a_decision_unpublished_before_a_crash_is_published_on_redelivery(make_worker, media_server, sessions):
+def test_a_decision_unpublished_before_a_crash_is_published_on_redelivery(
+    make_worker, media_server, sessions
+):
     worker, sent = make_worker()
     url = media_server.add("/c.jpg", encode(synthetic_image(3)))
     raw = json.dumps(make_upload_event("e3", "c3", "u", url, "image/jpeg")).encode()
