@@ -3,7 +3,7 @@
 Model card: models/open_nsfw.md. Input ``(N, 224, 224, 3)`` float32, BGR,
 ImageNet-style mean (104, 117, 123) subtracted, no scaling; output ``(N, 2)``
 softmax over (sfw, nsfw). Preprocessing follows the reference: resize to 256x256
-bilinear, centre-crop 224, JPEG round-trip (the Caffe reference saw JPEG-decoded
+(area-averaged when shrinking), centre-crop 224, JPEG round-trip (the Caffe reference saw JPEG-decoded
 pixels; skipping it shifts scores by a few hundredths).
 """
 
@@ -27,7 +27,12 @@ NSFW_INDEX = 1
 
 def preprocess(image_bgr: np.ndarray) -> np.ndarray:
     """(224, 224, 3) float32 tensor for one BGR uint8 image."""
-    resized = cv2.resize(image_bgr, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
+    h, w = image_bgr.shape[:2]
+    # INTER_AREA low-pass filters when shrinking, like the reference's PIL resize;
+    # INTER_LINEAR would alias fine detail and shift scores by up to ~0.04.
+    shrinking = h >= RESIZE and w >= RESIZE
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(image_bgr, (RESIZE, RESIZE), interpolation=interpolation)
     off = (RESIZE - CROP) // 2
     crop = resized[off : off + CROP, off : off + CROP]
     ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 75])

@@ -82,19 +82,34 @@ def publish_pending(
     limit: int = 500,
     on_published: Callable[[Decision], None] | None = None,
 ) -> int:
-    """Produce unpublished decisions (optionally only those of ``item_ids``); returns how many."""
+    """Produce unpublished decisions (optionally only those of ``item_ids``) and mark
+    them published; returns how many.
+
+    The rows are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) for the whole
+    batch, so concurrent sweepers in workers and web replicas do not produce the
+    same decision twice. If a send fails, nothing of the batch is marked and all of
+    it is produced again later: consumers deduplicate by ``idempotency_key``.
+    """
     with sessions() as session:
-        query = select(Decision).where(Decision.published_at.is_(None)).order_by(Decision.id).limit(limit)
+        query = (
+            select(Decision)
+            .where(Decision.published_at.is_(None))
+            .order_by(Decision.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         if item_ids is not None:
             query = query.where(Decision.item_id.in_(item_ids))
         pending = session.scalars(query).all()
-        published = 0
+        if not pending:
+            return 0
+        now = utcnow()
         for decision in pending:
             key, value = encode(decision)
             send(key, value)
-            decision.published_at = utcnow()
-            session.commit()
-            published += 1
-            if on_published is not None:
-                on_published(decision)
-        return published
+            decision.published_at = now
+        session.commit()
+    if on_published is not None:
+        for decision in pending:
+            on_published(decision)
+    return len(pending)
