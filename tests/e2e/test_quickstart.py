@@ -3,7 +3,6 @@ defaults, `moderation publish` a local image, log in to the console."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -11,27 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from moderation.embedded import free_port
 from tests.conftest import wait_until
+from tests.support.http import http_get
 from tests.support.images import encode, synthetic_image
 
 BIN = Path(sys.executable).with_name("moderation")
-
-
-def _get(url: str, auth: str | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url)
-    if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def test_moderation_up_then_publish(tmp_path):
@@ -42,7 +28,7 @@ def test_moderation_up_then_publish(tmp_path):
     proc = subprocess.Popen([str(BIN), "up"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _get(base + "/readyz")[0] == 200, timeout=60, interval=0.3)
+        wait_until(lambda: http_get(base + "/readyz")[0] == 200, timeout=60, interval=0.3)
         out = (tmp_path / "up.log").read_text()
         password = re.search(r"user 'admin' with password: (\S+)", out).group(1)
         assert f"review console: {base}/" in out
@@ -62,14 +48,14 @@ def test_moderation_up_then_publish(tmp_path):
         event = json.loads(published.stdout)
 
         def queued() -> bool:
-            status, body = _get(base + "/api/v1/queue", auth=f"admin:{password}")
+            status, body = http_get(base + "/api/v1/queue", basic_auth=f"admin:{password}")
             return status == 200 and sum(row["count"] for row in json.loads(body)["depth"]) == 1
 
         wait_until(queued, timeout=60, interval=0.5)
-        status, metrics = _get(base + "/metrics")
+        status, metrics = http_get(base + "/metrics")
         assert status == 200
         assert "moderation_queue_items" in metrics
-        status, login_page = _get(base + "/login")
+        status, login_page = http_get(base + "/login")
         assert status == 200 and "Log in" in login_page
         assert event["path"] == str(image)
     finally:

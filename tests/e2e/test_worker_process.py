@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,19 +17,10 @@ from moderation.events import kafka
 from moderation.events.uploads import make_upload_event
 from moderation.storage.models import Item
 from tests.conftest import wait_until
+from tests.support.http import http_get
 from tests.support.images import encode, synthetic_image
 
 BIN = Path(sys.executable).with_name("moderation")
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def test_worker_process_serves_probes_and_stops_cleanly_on_sigterm(
@@ -56,8 +46,8 @@ def test_worker_process_serves_probes_and_stops_cleanly_on_sigterm(
         proc = subprocess.Popen([str(BIN), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _get(base + "/readyz")[0] == 200, timeout=60, interval=0.3)
-            assert _get(base + "/healthz")[0] == 200
+            wait_until(lambda: http_get(base + "/readyz")[0] == 200, timeout=60, interval=0.3)
+            assert http_get(base + "/healthz")[0] == 200
 
             event_id = str(uuid.uuid4())
             url = media_server.add("/w.jpg", encode(synthetic_image(5)))
@@ -69,10 +59,10 @@ def test_worker_process_serves_probes_and_stops_cleanly_on_sigterm(
                     return s.scalar(select(Item.id).where(Item.event_id == event_id)) is not None
 
             wait_until(stored, timeout=60)
-            status, metrics = _get(base + "/metrics")
+            status, metrics = http_get(base + "/metrics")
             assert status == 200
             assert 'moderation_stage_duration_seconds_count{stage="classify"} 1.0' in metrics
-            assert _get(base + "/nope")[0] == 404
+            assert http_get(base + "/nope")[0] == 404
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

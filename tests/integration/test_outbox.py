@@ -6,29 +6,13 @@ from sqlalchemy import select
 
 from moderation.domain import Action, Source
 from moderation.storage import outbox
-from moderation.storage.models import Decision, Item
+from moderation.storage.models import Decision
+from tests.support.factories import make_item
 
 
 def _item(sessions) -> int:
     with sessions() as s:
-        item = Item(
-            event_id="e1",
-            content_id="c1",
-            uploader_id="u",
-            media_url="http://x",
-            media_type="image/png",
-            event={},
-            sha256="s",
-            md5="m",
-            pdq="0" * 64,
-            pdq_quality=90,
-            score=0.1,
-            matches=[],
-            route="allow",
-            reason="below_threshold",
-            priority=0,
-            state="closed",
-        )
+        item = make_item(1, route="allow", reason="below_threshold", priority=0, state="closed")
         s.add(item)
         s.flush()
         outbox.add_decision(s, item, Action.ALLOW, Source.CLASSIFIER, "below_threshold", "c1:e1:pipeline")

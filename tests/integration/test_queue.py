@@ -11,6 +11,7 @@ from sqlalchemy import select
 from moderation.storage import queue, users
 from moderation.storage.db import make_engine, make_sessionmaker
 from moderation.storage.models import Item, User, utcnow
+from tests.support.factories import make_item
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -29,28 +30,7 @@ def _items(sessions, specs):
     now = utcnow()
     with sessions() as s:
         for n, (priority, tier, age) in enumerate(specs):
-            s.add(
-                Item(
-                    event_id=f"e{n}",
-                    content_id=f"c{n}",
-                    uploader_id="u",
-                    media_url="http://x",
-                    media_type="image/jpeg",
-                    event={},
-                    sha256="s",
-                    md5="m",
-                    pdq="0" * 64,
-                    pdq_quality=100,
-                    score=0.5,
-                    matches=[],
-                    route="review",
-                    reason="classifier_score",
-                    priority=priority,
-                    state="pending",
-                    tier=tier,
-                    created_at=now - timedelta(seconds=age),
-                )
-            )
+            s.add(make_item(n, priority=priority, tier=tier, created_at=now - timedelta(seconds=age)))
         s.commit()
 
 

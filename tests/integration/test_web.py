@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from moderation.storage.models import Item, ItemMedia
+from moderation.storage.models import ItemMedia
+from tests.support.factories import make_item
 from tests.support.images import encode, synthetic_image
 from tests.support.web import add_user, csrf_from, login, make_app
 
@@ -17,23 +18,12 @@ def app_and_item(settings_factory, sessions):
     sent: list[tuple[bytes, bytes]] = []
     settings = settings_factory()
     with sessions() as s:
-        item = Item(
-            event_id="e1",
-            content_id="c1",
+        item = make_item(
+            1,
             uploader_id=EVIL,
-            media_url="http://x",
             media_type=EVIL,
-            event={},
-            sha256="a" * 64,
-            md5="b" * 32,
             pdq="c" * 64,
-            pdq_quality=90,
             score=0.81,
-            model_version="m1",
-            route="review",
-            reason="classifier_score",
-            priority=50,
-            state="pending",
             matches=[{"bank": EVIL, "bank_action": "review", "entry_id": 1, "signal": "pdq", "distance": 7}],
         )
         s.add(item)

@@ -69,3 +69,21 @@ class MediaServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def http_get(url: str, basic_auth: str | None = None) -> tuple[int, str]:
+    """(status, body) of a GET; status 0 when nothing answers."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url)
+    if basic_auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(basic_auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
