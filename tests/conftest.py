@@ -60,7 +60,7 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-TABLES = "audit_log, item_media, decisions, items, bank_entries, banks, users"
+TABLES = "audit_log, item_media, decisions, dead_letters, items, bank_entries, banks, users"
 
 
 @pytest.fixture

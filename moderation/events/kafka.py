@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from moderation.config import Settings
-from moderation.errors import ConfigError, TransientError
+from moderation.errors import ConfigError, FatalError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,10 @@ class TopicSender:
                 timeout=SEND_TIMEOUT_S
             )
         except KafkaError as exc:
-            raise TransientError(f"broker did not acknowledge a record on {self.topic}: {exc}") from exc
+            if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError):
+                raise TransientError(f"broker did not acknowledge a record on {self.topic}: {exc}") from exc
+            # Authorization, unknown topic, record too large...: retrying cannot help.
+            raise FatalError(f"broker refused a record on {self.topic}: {exc!r}") from exc
 
 
 def ensure_topics(settings: Settings, partitions: int = 3) -> None:

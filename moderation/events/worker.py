@@ -1,15 +1,17 @@
 """The consumer loop of ``moderation worker``.
 
-For each polled batch, every message gets exactly one durable outcome before the
-batch's offsets are committed:
+Each record gets exactly one durable outcome before its offset is committed:
 
-- invalid event or media -> produced to the dead-letter topic (acknowledged);
-- otherwise -> an ``items`` row (plus decision rows in the outbox) committed to the
-  database, then the item's decisions produced and acknowledged.
+- invalid event or media -> a ``dead_letters`` row, then produced to the
+  dead-letter topic and acknowledged;
+- otherwise -> an ``items`` row (plus decision rows in the outbox) committed to
+  the database, then the item's decisions produced and acknowledged.
 
-A redelivered event finds its row by ``event_id`` and only re-publishes decisions
-that were not yet acknowledged. Transient failures (database, broker) are retried
-with backoff and the offset is not committed meanwhile.
+The offset is committed after every record, so a slow partition keeps its
+progress. A redelivered record finds its row (by ``event_id``, or by source
+position for dead letters) and only re-produces what was not yet acknowledged.
+Transient failures (database, broker) are retried with backoff and the offset is
+not committed meanwhile; a worker asked to stop finishes the record in hand.
 """
 
 from __future__ import annotations
@@ -17,21 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation.errors import InvalidInput, ModerationError, ProcessingFailed, TransientError
-from moderation.events.deadletter import dead_letter_headers
+from moderation.errors import FatalError, InvalidInput, ModerationError, ProcessingFailed, TransientError
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
-from moderation.pipeline import Pipeline
-from moderation.storage import banks, outbox, outcomes
+from moderation.pipeline import Analysis, Pipeline
+from moderation.storage import banks, deadletters, outbox, outcomes
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ OUTBOX_SWEEP_SECONDS = 5.0
 MAX_BACKOFF_S = 30.0
 # route -> (action, source) of the decision the pipeline records by itself
 AUTOMATIC_DECISIONS = {"auto_remove": ("remove", "hash_match"), "allow": ("allow", "classifier")}
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Database errors worth retrying: everything but bad data for this one row."""
+    return isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError | DataError)
 
 
 class Worker:
@@ -78,41 +85,50 @@ class Worker:
                 self._retrying("broker", self.sweep_outbox)
                 batch = self.consumer.poll(timeout_ms=500)
                 for tp, records in batch.items():
-                    if self._handle_partition(tp, records) is False:
-                        return
+                    if not self._handle_partition(tp, records):
+                        break  # stopping, or the assignment changed: poll again
         finally:
             log.info("worker stopping")
 
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _handle_partition(self, tp: TopicPartition, records: Sequence[Any]) -> bool:
-        done = None
+    def _handle_partition(self, tp: TopicPartition, records: list[Any]) -> bool:
+        """Handle and commit record by record; False to stop reading this batch."""
         for record in records:
+            if self.stop_event.is_set():
+                return False
+            self.last_loop_at = time.monotonic()
             if not self._retrying("pipeline", partial(self.handle, record)):
-                break  # stopping: leave the rest uncommitted for redelivery
-            done = record.offset
-        if done is not None:
-            self._retrying(
-                "broker",
-                lambda: self.consumer.commit({tp: OffsetAndMetadata(done + 1, "", -1)}),
-            )
-        return not self.stop_event.is_set()
+                return False  # stopping: the record stays uncommitted and is redelivered
+            committed = self._retrying("broker", partial(self._commit, tp, record.offset + 1))
+            if not committed or tp not in self.consumer.assignment():
+                return False
+        return True
+
+    def _commit(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            # The partition moved to another worker. Its new owner redelivers from
+            # the last committed offset; outcomes are idempotent, so nothing is lost
+            # or doubled. Retrying this commit would never succeed.
+            log.warning("offset commit skipped after a rebalance: %s", exc, extra={"partition": tp.partition})
 
     def _retrying(self, dependency: str, fn: Callable[[], Any]) -> bool:
-        """Run ``fn`` until it succeeds or the worker stops; True if it succeeded."""
+        """Run ``fn`` until it succeeds or the worker stops; True if it succeeded.
+        Fatal errors propagate and stop the worker."""
         backoff = 0.2
         while True:
             try:
                 fn()
                 return True
-            except (TransientError, OperationalError) as exc:
-                self.metrics.retries.labels(dependency).inc()
-                log.warning("transient failure, retrying in %.1fs: %s", backoff, exc)
-            except ModerationError:
+            except FatalError:
                 raise
-            except Exception as exc:  # kafka errors on commit and the like
-                if dependency == "pipeline":
+            except Exception as exc:  # noqa: BLE001 - transient by elimination
+                if dependency == "pipeline" and not (
+                    isinstance(exc, TransientError) or is_transient_db_error(exc)
+                ):
                     raise
                 self.metrics.retries.labels(dependency).inc()
                 log.warning("%s failure, retrying in %.1fs: %s", dependency, backoff, exc)
@@ -120,36 +136,50 @@ class Worker:
                 return False
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    # -- one message -------------------------------------------------------------
+    # -- one record ------------------------------------------------------------
     def handle(self, record: Any) -> str:
         """Give one Kafka record its durable outcome; returns the outcome name."""
+        with self.sessions() as session:
+            earlier = deadletters.find(session, record)
+        if earlier is not None:
+            return self._dead_letter_again(earlier.id)
         event_id = None
         try:
             event = parse_upload_event(record.value)
             event_id = event.event_id
             with self.sessions() as session:
                 existing = outcomes.find_item_id(session, event.event_id)
+                earlier = deadletters.find(session, record, event.event_id)
             if existing is not None:
                 self._publish([existing])
                 self.metrics.events_consumed.labels("duplicate").inc()
                 return "duplicate"
+            if earlier is not None:
+                return self._dead_letter_again(earlier.id)
             self.refresh_banks()  # new bank entries match within bank_refresh_seconds
-            analysis = self.pipeline.analyse(event)
-            started = time.perf_counter()
+            analysis = self._analyse(event)
+        except InvalidInput as exc:
+            return self._dead_letter(record, exc, event_id)
+        return self._persist_and_publish(record, analysis)
+
+    def _analyse(self, event: Any) -> Analysis:
+        try:
+            return self.pipeline.analyse(event)
+        except ModerationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the partition
+            log.exception("unexpected error processing an event", extra={"event_id": event.event_id})
+            raise ProcessingFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    def _persist_and_publish(self, record: Any, analysis: Analysis) -> str:
+        started = time.perf_counter()
+        try:
             with self.sessions() as session:
                 item_id, created = outcomes.record_analysis(session, analysis, self.publish_allow)
-            self.metrics.stage_seconds.labels("persist").observe(time.perf_counter() - started)
-        except InvalidInput as exc:
-            self._dead_letter(record, exc, event_id)
-            return "dead_letter"
-        except (TransientError, OperationalError):
-            raise  # retried by the caller, offset not committed
-        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the partition
-            log.exception("unexpected error processing an event", extra={"event_id": event_id})
-            failure = ProcessingFailed(f"{type(exc).__name__}: {exc}")
-            self._dead_letter(record, failure, event_id)
-            return "dead_letter"
-
+        except (IntegrityError, DataError) as exc:  # this row can never be stored
+            failure = ProcessingFailed(f"database refused the outcome: {type(exc.orig).__name__}")
+            return self._dead_letter(record, failure, analysis.event.event_id)
+        self.metrics.stage_seconds.labels("persist").observe(time.perf_counter() - started)
         outcome = analysis.verdict.route.value if created else "duplicate"
         automatic = AUTOMATIC_DECISIONS.get(outcome)
         if automatic and (outcome != "allow" or self.publish_allow):
@@ -159,7 +189,7 @@ class Worker:
         log.info(
             "event processed",
             extra={
-                "event_id": event_id,
+                "event_id": analysis.event.event_id,
                 "outcome": outcome,
                 "priority": analysis.verdict.priority,
                 "score": analysis.score,
@@ -178,9 +208,10 @@ class Worker:
         )
         self.metrics.stage_seconds.labels("publish").observe(time.perf_counter() - started)
 
-    def _dead_letter(self, record: Any, error: ModerationError, event_id: str | None) -> None:
-        headers = dead_letter_headers(error, record.topic, record.partition, record.offset, event_id)
-        self.send_dead_letter(record.key or b"", record.value or b"", headers)
+    def _dead_letter(self, record: Any, error: ModerationError, event_id: str | None) -> str:
+        with self.sessions() as session:
+            row = deadletters.record_dead_letter(session, record, error, event_id)
+        deadletters.publish_pending(self.sessions, self.send_dead_letter, ids=[row.id])
         self.metrics.dead_letters.labels(error.code).inc()
         self.metrics.events_consumed.labels("dead_letter").inc()
         log.warning(
@@ -193,8 +224,14 @@ class Worker:
                 "event_id": event_id,
             },
         )
+        return "dead_letter"
 
-    # -- periodic work -------------------------------------------------------------
+    def _dead_letter_again(self, dead_letter_id: int) -> str:
+        deadletters.publish_pending(self.sessions, self.send_dead_letter, ids=[dead_letter_id])
+        self.metrics.events_consumed.labels("duplicate").inc()
+        return "duplicate"
+
+    # -- periodic work ---------------------------------------------------------
     def refresh_banks(self, force: bool = False) -> int:
         now = time.monotonic()
         if not force and now - self._last_refresh < self.bank_refresh_seconds:
@@ -205,8 +242,7 @@ class Worker:
             while True:
                 start = max(0, index.last_entry_id - BANK_FEED_LOOKBACK)
                 entries = list(banks.entries_after(session, start))
-                new = index.add(entries)
-                added += new
+                added += index.add(entries)
                 if len(entries) < 10_000:
                     break
         self._last_refresh = now
@@ -219,6 +255,7 @@ class Worker:
         if now - self._last_sweep < OUTBOX_SWEEP_SECONDS:
             return 0
         self._last_sweep = now
-        return outbox.publish_pending(
+        published = outbox.publish_pending(
             self.sessions, self.send_decision, on_published=lambda _d: self.metrics.decisions_published.inc()
         )
+        return published + deadletters.publish_pending(self.sessions, self.send_dead_letter)

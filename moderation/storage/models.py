@@ -145,6 +145,36 @@ class Decision(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
 
 
+class DeadLetter(Base):
+    """An event that can never be processed, and its dead-letter outbox state.
+
+    Unique by source position (topic, partition, offset and the record's
+    timestamp, which tells apart offsets reused by a recreated topic)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint(
+            "source_topic",
+            "source_partition",
+            "source_offset",
+            "source_timestamp",
+            name="uq_dead_letter_source",
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source_topic: Mapped[str] = mapped_column(String(255))
+    source_partition: Mapped[int] = mapped_column(Integer)
+    source_offset: Mapped[int] = mapped_column(BigInteger)
+    source_timestamp: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    error_class: Mapped[str] = mapped_column(String(50))
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+
+
 class AuditRecord(Base):
     """Append-only: rows are inserted, never updated or deleted by the application."""
 
