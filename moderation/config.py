@@ -66,6 +66,7 @@ class Settings:
     media_max_bytes: int = 25 * 1024 * 1024
     media_connect_timeout_s: float = 5.0
     media_read_timeout_s: float = 15.0
+    media_total_timeout_s: float = 30.0
     max_image_pixels: int = 50_000_000
 
     # Matching and routing

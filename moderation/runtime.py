@@ -42,6 +42,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, classifier: Classifier 
             settings.media_connect_timeout_s,
             settings.media_read_timeout_s,
             allow_files=settings.dev_mode,
+            total_timeout_s=settings.media_total_timeout_s,
         ),
         index=BankIndex(settings.pdq_match_distance),
         classifier=classifier or load_classifier(settings.classifier_model, settings.onnx_threads),

@@ -1,7 +1,9 @@
 """Fetch media bytes for an upload event.
 
 http(s) URLs are streamed with connect/read timeouts and a hard byte limit, so a
-slow or endless server cannot hold a worker or its memory. ``file://`` URLs are
+slow, trickling or endless server cannot hold a worker or its memory: one
+deadline (``MEDIA_TOTAL_TIMEOUT_S``) covers connecting, retries and the whole
+download. ``file://`` URLs are
 accepted only in dev mode (``DEV_MODE=true``), for local testing with
 ``moderation publish``.
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import requests
+import urllib3
 
 from moderation.errors import MediaFetchError, MediaTooLarge
 
@@ -33,12 +36,13 @@ class MediaFetcher:
         allow_files: bool = False,
         retries: int = 2,
         retry_backoff_s: float = 0.5,
+        total_timeout_s: float | None = None,
     ) -> None:
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.max_bytes = max_bytes
         self.timeout = (connect_timeout_s, read_timeout_s)
-        self.total_deadline_s = connect_timeout_s + 2 * read_timeout_s
+        self.total_timeout_s = total_timeout_s or connect_timeout_s + 2 * read_timeout_s
         self.allow_files = allow_files
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "moderation-worker/0.1"
@@ -66,17 +70,19 @@ class MediaFetcher:
     def _fetch_http(self, url: str) -> bytes:
         # An overloaded media host (429/5xx) gets a few quick retries; after that the
         # event is dead-lettered with the last status so it can be replayed later.
+        # One deadline covers all attempts.
+        deadline = time.monotonic() + self.total_timeout_s
         for attempt in range(self.retries + 1):
             try:
-                return self._fetch_http_once(url)
+                return self._fetch_http_once(url, deadline)
             except _Retryable as exc:
-                if attempt == self.retries:
+                pause = self.retry_backoff_s * (2**attempt)
+                if attempt == self.retries or time.monotonic() + pause >= deadline:
                     raise MediaFetchError(f"{exc} after {attempt + 1} attempts") from None
-                time.sleep(self.retry_backoff_s * (2**attempt))
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _fetch_http_once(self, url: str) -> bytes:
-        started = time.monotonic()
+    def _fetch_http_once(self, url: str, deadline: float) -> bytes:
         try:
             with self._session.get(url, stream=True, timeout=self.timeout, allow_redirects=True) as resp:
                 if resp.status_code in _RETRYABLE:
@@ -90,17 +96,23 @@ class MediaFetcher:
                     )
                 chunks: list[bytes] = []
                 total = 0
-                for chunk in resp.iter_content(_CHUNK):
+                while True:
+                    # read1 returns whatever one socket read brings, so a server that
+                    # trickles a byte at a time still meets the deadline check.
+                    chunk = resp.raw.read1(_CHUNK)
+                    if not chunk:
+                        return b"".join(chunks)
                     total += len(chunk)
                     if total > self.max_bytes:
                         raise MediaTooLarge(f"media is over the limit of {self.max_bytes} bytes")
-                    if time.monotonic() - started > self.total_deadline_s:
-                        raise MediaFetchError(f"media download took over {self.total_deadline_s:.0f} s")
+                    if time.monotonic() > deadline:
+                        raise MediaFetchError(f"media download took over {self.total_timeout_s:g} s")
                     chunks.append(chunk)
-                return b"".join(chunks)
-        except requests.Timeout:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise MediaFetchError("media URL timed out") from None
         except requests.ConnectionError as exc:
             raise MediaFetchError(f"media URL unreachable: {type(exc).__name__}") from None
         except requests.RequestException as exc:
             raise MediaFetchError(f"media fetch failed: {exc}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise MediaFetchError(f"media download failed: {type(exc).__name__}") from None

@@ -49,8 +49,8 @@ def check_csrf() -> None:
         abort(400, description="missing or invalid CSRF token; reload the page and try again")
 
 
-def load_user(db: Session) -> User | None:
-    """The session's user, or HTTP Basic credentials (for API clients)."""
+def load_user(db: Session, allow_basic: bool) -> User | None:
+    """The session's user, or (API routes only) HTTP Basic credentials."""
     user_id = session.get("user_id")
     if user_id is not None:
         user = db.get(User, user_id)
@@ -58,7 +58,7 @@ def load_user(db: Session) -> User | None:
             return user
         session.clear()
     auth = request.authorization
-    if auth is not None and auth.type == "basic" and auth.username and auth.password:
+    if allow_basic and auth is not None and auth.type == "basic" and auth.username and auth.password:
         g.basic_auth = True
         return users.authenticate(db, auth.username, auth.password)
     return None
@@ -66,14 +66,18 @@ def load_user(db: Session) -> User | None:
 
 def login_required(api: bool = False, role: str | None = None) -> Callable[..., Any]:
     """Open a database session as ``g.db``, load ``g.user``, enforce login and role.
-    Browser form posts must carry the CSRF token; Basic-auth API calls need none."""
+
+    Console routes accept only the session cookie, and their POSTs must carry the
+    CSRF token. API routes also accept HTTP Basic; a Basic-authenticated POST must
+    be JSON, which a cross-site form cannot send, so a browser that remembered the
+    credentials cannot be made to decide items."""
 
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
             with services().sessions() as db:
                 g.db = db
-                g.user = load_user(db)
+                g.user = load_user(db, allow_basic=api)
                 if g.user is None:
                     if api:
                         resp = jsonify(error="authentication required")
@@ -83,8 +87,11 @@ def login_required(api: bool = False, role: str | None = None) -> Callable[..., 
                     return redirect(url_for("auth.login", next=request.path))
                 if role is not None and g.user.role != role:
                     abort(403)
-                if request.method == "POST" and not getattr(g, "basic_auth", False):
-                    check_csrf()
+                if request.method == "POST":
+                    if not getattr(g, "basic_auth", False):
+                        check_csrf()
+                    elif not request.is_json:
+                        abort(415, description="send Content-Type: application/json ({} when there is no body)")
                 return view(*args, **kwargs)
 
         return inner

@@ -105,11 +105,13 @@ def test_api_flow_with_basic_auth_and_escalation(
     ada = {"Authorization": _basic("ada", admin_pw)}
     lee = {"Authorization": _basic("lee", other_pw)}
 
-    assert client.post("/api/v1/queue/claim").status_code == 401
-    claimed = client.post("/api/v1/queue/claim", headers=sam)
+    assert client.post("/api/v1/queue/claim", json={}).status_code == 401
+    # A form post riding on remembered Basic credentials is refused.
+    assert client.post("/api/v1/queue/claim", headers=sam, data={"x": "1"}).status_code == 415
+    claimed = client.post("/api/v1/queue/claim", headers=sam, json={})
     assert claimed.status_code == 200 and claimed.json["id"] == item.id
     # Nobody else gets the same item while the lease is live.
-    assert client.post("/api/v1/queue/claim", headers=lee).status_code == 204
+    assert client.post("/api/v1/queue/claim", headers=lee, json={}).status_code == 204
     assert client.get(f"/api/v1/items/{item.id}", headers=lee).status_code == 403
 
     bad = client.post(
@@ -128,8 +130,8 @@ def test_api_flow_with_basic_auth_and_escalation(
     )
     assert esc.status_code == 201 and esc.json["action"] == "escalate"
     # Escalated items go to admins only.
-    assert client.post("/api/v1/queue/claim", headers=lee).status_code == 204
-    admin_claim = client.post("/api/v1/queue/claim", headers=ada)
+    assert client.post("/api/v1/queue/claim", headers=lee, json={}).status_code == 204
+    admin_claim = client.post("/api/v1/queue/claim", headers=ada, json={})
     assert admin_claim.json["id"] == item.id and admin_claim.json["tier"] == "admin"
     done = client.post(
         f"/api/v1/items/{item.id}/decision", headers=ada, json={"action": "allow", "reason": "not_violating"}

@@ -47,6 +47,20 @@ def test_everything_but_health_and_metrics_needs_login(app_and_item):
     assert c.get("/metrics").status_code == 200
 
 
+def test_console_routes_ignore_basic_credentials(app_and_item, sessions):
+    # Otherwise a browser that remembered API credentials could be driven
+    # cross-site to claim and decide items without a CSRF token.
+    import base64
+
+    app, _, _ = app_and_item
+    pw = add_user(sessions, "kim")
+    basic = {"Authorization": "Basic " + base64.b64encode(f"kim:{pw}".encode()).decode()}
+    c = app.test_client()
+    assert c.post("/next", headers=basic).status_code == 302  # to the login page
+    assert "/login" in c.post("/next", headers=basic).location
+    assert c.get("/api/v1/me", headers=basic).status_code == 200
+
+
 def test_wrong_password_is_refused(app_and_item, sessions):
     app, _, _ = app_and_item
     add_user(sessions, "kim")

@@ -34,6 +34,17 @@ class MediaServer:
                     self.send_response(200)
                     self.end_headers()
                     return
+                if path == "/trickle":
+                    self.send_response(200)
+                    self.end_headers()
+                    try:
+                        for _ in range(200):
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 if path == "/endless":
                     self.send_response(200)
                     self.send_header("Content-Type", "image/jpeg")

@@ -36,6 +36,13 @@ def test_http_failures(media_server, path, error, message):
     assert time.monotonic() - started < 10
 
 
+def test_a_trickling_server_cannot_hold_the_worker(media_server):
+    started = time.monotonic()
+    with pytest.raises(MediaFetchError, match="took over 1 s"):
+        fetcher(total_timeout_s=1.0).fetch(media_server.url("/trickle"))
+    assert time.monotonic() - started < 3
+
+
 def test_declared_length_over_limit_is_refused_before_download(media_server):
     url = media_server.add("/big.jpg", b"x" * 20_000)
     with pytest.raises(MediaTooLarge, match="Content-Length 20000"):
