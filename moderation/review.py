@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from moderation.domain import Action, BankAction, ItemState, Source
@@ -64,11 +63,10 @@ def decide(
     if reason == "suspected_minor" and chosen is not Action.ESCALATE:
         raise ReviewError("suspected minor must be escalated, never decided directly", 400)
 
-    count = session.scalar(select(func.count()).select_from(Decision).where(Decision.item_id == item.id)) or 0
-    key = f"{item.content_id}:{item.event_id}:decision:{count + 1}"
     decision = outbox.add_decision(
-        session, item, chosen, Source.MODERATOR, reason, key, moderator=user.username, note=note
+        session, item, chosen, Source.MODERATOR, reason, moderator=user.username, note=note
     )
+    key = decision.idempotency_key
     banked = 0
     if chosen is Action.ESCALATE:
         item.tier = "admin"

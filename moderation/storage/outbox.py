@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.domain import Action, Source
@@ -34,14 +34,21 @@ def add_decision(
     action: Action,
     source: Source,
     reason: str,
-    idempotency_key: str,
+    idempotency_key: str | None = None,
     moderator: str | None = None,
     note: str = "",
 ) -> Decision:
+    """Record a decision on ``item``. ``sequence`` numbers an item's decisions from 1
+    so that consumers can tell the latest (e.g. an admin's verdict after an escalation)."""
     now = utcnow()
+    sequence = 1 + (
+        session.scalar(select(func.count()).select_from(Decision).where(Decision.item_id == item.id)) or 0
+    )
+    idempotency_key = idempotency_key or f"{item.content_id}:{item.event_id}:decision:{sequence}"
     payload: dict[str, Any] = {
         "schema_version": DECISION_SCHEMA_VERSION,
         "idempotency_key": idempotency_key,
+        "sequence": sequence,
         "event_id": item.event_id,
         "content_id": item.content_id,
         "uploader_id": item.uploader_id,
@@ -87,7 +94,9 @@ def publish_pending(
 
     The rows are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) for the whole
     batch, so concurrent sweepers in workers and web replicas do not produce the
-    same decision twice. If a send fails, nothing of the batch is marked and all of
+    same decision twice; a decision waits while an earlier one of the same item is
+    unpublished and held by another sweeper, so an item's decisions reach the
+    topic in order. If a send fails, nothing of the batch is marked and all of
     it is produced again later: consumers deduplicate by ``idempotency_key``.
     """
     with sessions() as session:
@@ -100,7 +109,7 @@ def publish_pending(
         )
         if item_ids is not None:
             query = query.where(Decision.item_id.in_(item_ids))
-        pending = session.scalars(query).all()
+        pending = _in_order(session, session.scalars(query).all())
         if not pending:
             return 0
         now = utcnow()
@@ -113,3 +122,20 @@ def publish_pending(
         for decision in pending:
             on_published(decision)
     return len(pending)
+
+
+def _in_order(session: Session, pending: Sequence[Decision]) -> list[Decision]:
+    """Drop decisions that have an earlier unpublished decision outside ``pending``."""
+    if not pending:
+        return []
+    mine = {d.id for d in pending}
+    rows = session.execute(
+        select(Decision.item_id, Decision.id).where(
+            Decision.published_at.is_(None), Decision.item_id.in_({d.item_id for d in pending})
+        )
+    ).all()
+    blocked_after: dict[int, int] = {}  # item id -> smallest unpublished id someone else holds
+    for item_id, decision_id in rows:
+        if decision_id not in mine:
+            blocked_after[item_id] = min(decision_id, blocked_after.get(item_id, decision_id))
+    return [d for d in pending if d.id < blocked_after.get(d.item_id, d.id + 1)]

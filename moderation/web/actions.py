@@ -51,7 +51,7 @@ def decide(item: Item, action: str, reason: str, note: str = "") -> review.Decis
     result = review.decide(g.db, item, g.user, action, reason, note, svc.settings.pdq_min_quality)
     g.db.commit()
     svc.metrics.decisions.labels(result.decision.action, result.decision.source).inc()
-    svc.publisher.publish([item.id])
+    svc.publisher.publish_soon([item.id])
     return result
 
 

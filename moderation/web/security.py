@@ -91,7 +91,9 @@ def login_required(api: bool = False, role: str | None = None) -> Callable[..., 
                     if not getattr(g, "basic_auth", False):
                         check_csrf()
                     elif not request.is_json:
-                        abort(415, description="send Content-Type: application/json ({} when there is no body)")
+                        abort(
+                            415, description="send Content-Type: application/json ({} when there is no body)"
+                        )
                 return view(*args, **kwargs)
 
         return inner

@@ -18,9 +18,13 @@ log = logging.getLogger(__name__)
 
 
 class DecisionPublisher:
-    """Produces decisions from the outbox. The Kafka producer is created on first
-    use, so the console starts (and decisions are stored) even while the broker is
-    down; a sweep thread publishes whatever is left."""
+    """Produces decisions from the outbox without holding up requests.
+
+    With the sweeper thread running (``moderation web`` and ``moderation up`` start
+    it), a request only wakes the sweeper, which owns the Kafka producer: a broker
+    outage never blocks the console, and decisions wait in the outbox until the
+    broker is back. Without a sweeper (tests, scripts) publishing is synchronous.
+    """
 
     def __init__(
         self, settings: Settings, sessions: sessionmaker[Session], metrics: Metrics, send: Any = None
@@ -29,16 +33,21 @@ class DecisionPublisher:
         self.sessions = sessions
         self.metrics = metrics
         self._send = send
-        self._lock = threading.Lock()
+        self._wake: threading.Event | None = None
 
     def _sender(self) -> Any:
-        with self._lock:
-            if self._send is None:
-                from moderation.events import kafka
+        if self._send is None:
+            from moderation.events import kafka
 
-                producer = kafka.make_producer(self.settings)
-                self._send = kafka.TopicSender(producer, self.settings.decisions_topic)
-            return self._send
+            producer = kafka.make_producer(self.settings)
+            self._send = kafka.TopicSender(producer, self.settings.decisions_topic)
+        return self._send
+
+    def publish_soon(self, item_ids: list[int]) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        else:
+            self.publish(item_ids)
 
     def publish(self, item_ids: list[int] | None = None) -> int:
         try:
@@ -48,16 +57,21 @@ class DecisionPublisher:
                 item_ids=item_ids,
                 on_published=lambda _d: self.metrics.decisions_published.inc(),
             )
-        except Exception as exc:  # stays in the outbox; the sweep retries
+        except Exception as exc:  # stays in the outbox; the next sweep retries
             log.warning("decision publish deferred: %s", exc)
             return 0
 
     def start_sweeper(self, interval_s: float = 5.0) -> threading.Event:
+        """Publish on every wake-up and every ``interval_s``; set the returned event to stop."""
         stop = threading.Event()
+        wake = self._wake = threading.Event()
 
         def loop() -> None:
-            while not stop.wait(interval_s):
-                self.publish()
+            while not stop.is_set():
+                wake.wait(interval_s)
+                wake.clear()
+                if not stop.is_set():
+                    self.publish()
 
         threading.Thread(target=loop, name="outbox-sweeper", daemon=True).start()
         return stop

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from moderation.storage.models import ItemMedia
+from tests.conftest import wait_until
 from tests.support.factories import make_item
 from tests.support.images import encode, synthetic_image
 from tests.support.web import add_user, csrf_from, login, make_app
@@ -139,3 +140,36 @@ def test_queue_depth_metric_by_state_and_priority(app_and_item):
     app, _, _ = app_and_item
     metrics = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'moderation_queue_items{priority="50",state="pending",tier="moderator"} 1.0' in metrics
+
+
+def test_a_stalled_broker_never_holds_up_a_decision(settings_factory, sessions):
+    import threading
+
+    from tests.support.web import make_app as _make_app
+
+    release, published = threading.Event(), []
+
+    def stalled_broker(key: bytes, value: bytes) -> None:
+        release.wait(20)  # the broker answers only when the test says so
+        published.append(value)
+
+    with sessions() as s:
+        s.add(make_item(1))
+        s.commit()
+    app = _make_app(settings_factory(), send_decision=stalled_broker)
+    stop = app.extensions["moderation"].publisher.start_sweeper(interval_s=0.1)
+    try:
+        pw = add_user(sessions, "kim")
+        c = app.test_client()
+        csrf = login(c, "kim", pw)
+        c.post("/next", data={"csrf_token": csrf})
+        resp = c.post(
+            "/items/1/decide", data={"csrf_token": csrf, "action": "allow", "reason": "not_violating"}
+        )
+        assert resp.status_code == 302 and published == []  # answered while the broker stalls
+        release.set()
+        wait_until(lambda: published, timeout=10)
+        assert b'"moderator":"kim"' in published[0]
+    finally:
+        stop.set()
+        release.set()
