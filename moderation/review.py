@@ -60,7 +60,8 @@ def decide(
         raise ReviewError("you do not hold a live claim on this item; claim it again with 'next'")
     if chosen is Action.ESCALATE and item.tier == "admin":
         raise ReviewError("item is already in the escalation tier; remove or allow it", 400)
-    if reason == "suspected_minor" and chosen is not Action.ESCALATE:
+    if reason == "suspected_minor" and chosen is not Action.ESCALATE and item.tier != "admin":
+        # Moderators escalate; admins then act on it within their reporting process.
         raise ReviewError("suspected minor must be escalated, never decided directly", 400)
 
     decision = outbox.add_decision(

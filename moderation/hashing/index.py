@@ -8,6 +8,7 @@ can commit after a larger one.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import numpy as np
 
 from moderation.domain import BankAction, HashSet, Match
 from moderation.hashing import pdq
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,15 @@ class BankIndex:
                 if e.entry_id in self._seen:
                     continue
                 self._seen.add(e.entry_id)
-                count += 1
                 self.last_entry_id = max(self.last_entry_id, e.entry_id)
                 if e.signal == "pdq":
+                    if not pdq.is_pdq_hex(e.value):
+                        log.warning("bank entry %d skipped: malformed PDQ hash", e.entry_id)
+                        continue
                     new_pdq.append(e)
                 else:
-                    self._exact.setdefault((e.signal, e.value), []).append(e)
+                    self._exact.setdefault((e.signal, e.value.lower()), []).append(e)
+                count += 1
             if new_pdq:
                 packed = np.stack([pdq.hex_to_bytes(e.value) for e in new_pdq])
                 self._pdq_packed = np.concatenate([self._pdq_packed, packed])

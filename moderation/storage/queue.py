@@ -43,6 +43,9 @@ def claim_next_item(
     """
     now = now or utcnow()
     expires = now + timedelta(seconds=lease_seconds)
+    # Serialise one user's concurrent "next" requests (double clicks, two tabs) on
+    # PostgreSQL; SQLite serialises writers anyway, and the NOT EXISTS below covers it.
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
     held = current_claim(session, user, now)
     if held is not None:
         held.lease_expires_at = expires
@@ -68,17 +71,21 @@ def claim_next_item(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
+    holds_one = (
+        select(Item.id)
+        .where(Item.state == ItemState.CLAIMED.value, Item.claimed_by == user.id, Item.lease_expires_at > now)
+        .exists()
+    )
     claimed_id = session.execute(
         update(Item)
-        .where(Item.id == candidate)
+        .where(Item.id == candidate, ~holds_one)
         .values(state=ItemState.CLAIMED.value, claimed_by=user.id, lease_expires_at=expires)
         .returning(Item.id)
         .execution_options(synchronize_session=False)
     ).scalar()
     if claimed_id is None:
-        return None
-    item = session.get(Item, claimed_id, populate_existing=True)
-    return item
+        return current_claim(session, user, now)  # None, or one a concurrent request just took
+    return session.get(Item, claimed_id, populate_existing=True)
 
 
 def release(session: Session, item: Item) -> None:

@@ -8,6 +8,7 @@ the broker is away).
 from __future__ import annotations
 
 from flask import Response, abort, g
+from sqlalchemy.exc import IntegrityError
 
 from moderation import review
 from moderation.storage import audit, queue
@@ -24,9 +25,11 @@ def claim_next() -> Item | None:
     return item
 
 
-def visible_item(item_id: int) -> Item:
-    """The item if this user may see it: the live claim holder, or an admin."""
-    item = g.db.get(Item, item_id)
+def visible_item(item_id: int, for_update: bool = False) -> Item:
+    """The item if this user may see it: the live claim holder, or an admin.
+    ``for_update`` locks the row, so a double-submitted decision waits and then
+    finds the item already decided."""
+    item = g.db.get(Item, item_id, with_for_update=for_update)
     if item is None:
         abort(404, description="no such item")
     if g.user.role != "admin" and not queue.holds_live_claim(item, g.user):
@@ -49,7 +52,11 @@ def media_response(item: Item) -> Response:
 def decide(item: Item, action: str, reason: str, note: str = "") -> review.DecisionResult:
     svc = services()
     result = review.decide(g.db, item, g.user, action, reason, note, svc.settings.pdq_min_quality)
-    g.db.commit()
+    try:
+        g.db.commit()
+    except IntegrityError:  # a concurrent submit of the same decision won
+        g.db.rollback()
+        raise review.ReviewError("this item was just decided by another request") from None
     svc.metrics.decisions.labels(result.decision.action, result.decision.source).inc()
     svc.publisher.publish_soon([item.id])
     return result

@@ -79,7 +79,7 @@ def post_decision(item_id: int) -> Any:
     body: Any = request.get_json(silent=True)
     if not isinstance(body, dict):
         return jsonify(error='send a JSON object: {"action": ..., "reason": ..., "note": ...}'), 400
-    item = actions.visible_item(item_id)
+    item = actions.visible_item(item_id, for_update=True)
     try:
         result = actions.decide(
             item, str(body.get("action", "")), str(body.get("reason", "")), str(body.get("note", ""))[:2000]
@@ -94,7 +94,7 @@ def post_decision(item_id: int) -> Any:
 @bp.post("/items/<int:item_id>/release")
 @login_required(api=True)
 def release(item_id: int) -> Any:
-    actions.release(actions.visible_item(item_id))
+    actions.release(actions.visible_item(item_id, for_update=True))
     return ("", 204)
 
 

@@ -70,7 +70,7 @@ def reveal(item_id: int) -> Any:
 @bp.post("/items/<int:item_id>/decide")
 @login_required()
 def decide(item_id: int) -> Any:
-    found = actions.visible_item(item_id)
+    found = actions.visible_item(item_id, for_update=True)
     try:
         result = actions.decide(
             found,
@@ -89,6 +89,6 @@ def decide(item_id: int) -> Any:
 @bp.post("/items/<int:item_id>/release")
 @login_required()
 def release(item_id: int) -> Any:
-    actions.release(actions.visible_item(item_id))
+    actions.release(actions.visible_item(item_id, for_update=True))
     flash(f"Item {item_id} returned to the queue.", "info")
     return redirect(url_for("console.index"))

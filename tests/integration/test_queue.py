@@ -124,6 +124,26 @@ def test_concurrent_claimers_never_get_the_same_item(qsessions):
     assert len(set(claimed)) == n_items  # zero double claims
 
 
+def test_one_user_clicking_next_twice_at_once_gets_one_item(qsessions):
+    _items(qsessions, [(50, "moderator", i) for i in range(6)])
+    (u,) = _users(qsessions, ("a", "moderator"))
+    results: list[int | None] = []
+    barrier = threading.Barrier(4)
+
+    def click() -> None:
+        barrier.wait()
+        results.append(_claim(qsessions, u))
+
+    threads = [threading.Thread(target=click) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 4 and len(set(results)) == 1 and results[0] is not None
+    with qsessions() as s:
+        assert len(s.scalars(select(Item.id).where(Item.claimed_by == u)).all()) == 1
+
+
 def test_queue_depth_counts_expired_claims_as_pending(qsessions):
     _items(qsessions, [(50, "moderator", 1), (20, "moderator", 1)])
     (u,) = _users(qsessions, ("a", "moderator"))

@@ -91,3 +91,11 @@ def test_index_add_is_idempotent_by_entry_id():
     assert index.add(entries) == 2
     assert index.add(entries) == 0
     assert len(index) == 2 and index.last_entry_id == 6
+
+
+def test_a_malformed_bank_entry_is_skipped_not_fatal():
+    good = hashes_of(encode(synthetic_image(12)))
+    index = BankIndex()
+    added = index.add([_entry(1, "pdq", "not-a-hash"), _entry(2, "pdq", good.pdq)])
+    assert added == 1 and index.last_entry_id == 2
+    assert [m.entry_id for m in index.match(good)] == [2]
