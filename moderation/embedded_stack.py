@@ -70,6 +70,9 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
     from moderation.storage.db import upgrade
     from moderation.web import create_app
 
+    web_port = port or settings.web_port
+    if not _port_free(web_port, settings.web_host):
+        raise ConfigError(f"port {web_port} is in use: choose another with --port or WEB_PORT")
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.with_overrides(
@@ -95,7 +98,6 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
         threading.Thread(target=worker.run, name="worker", daemon=True).start()
         app = create_app(settings, metrics=metrics)
         app.extensions["moderation"].publisher.start_sweeper()
-        web_port = port or settings.web_port
         print(f"review console: http://{settings.web_host}:{web_port}/")
         print("publish test uploads with: moderation publish path/to/image.jpg")
         signal.signal(signal.SIGTERM, _interrupt)
@@ -115,12 +117,12 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True

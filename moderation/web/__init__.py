@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -34,6 +35,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=not settings.dev_mode,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),  # a signed cookie is honoured this long at most
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     sessions = make_sessionmaker(make_engine(settings.database_url))
