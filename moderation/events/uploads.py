@@ -39,6 +39,8 @@ def parse_upload_event(raw: bytes | None) -> UploadEvent:
         first = errors[0]
         where = ".".join(str(p) for p in first.path) or "(root)"
         raise InvalidEvent(f"schema violation at {where}: {first.message[:300]}")
+    for name in ("event_id", "content_id", "uploader_id", "media_url", "media_type"):
+        _check_storable(name, data[name])
     try:
         created_at = datetime.fromisoformat(data["created_at"].replace("Z", "+00:00"))
     except ValueError:
@@ -52,6 +54,16 @@ def parse_upload_event(raw: bytes | None) -> UploadEvent:
         created_at=created_at,
         raw=data,
     )
+
+
+def _check_storable(name: str, value: str) -> None:
+    # JSON allows NUL and lone surrogates in strings; databases and UTF-8 do not.
+    if "\x00" in value:
+        raise InvalidEvent(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(f"{name} is not valid Unicode (lone surrogate)") from None
 
 
 def make_upload_event(

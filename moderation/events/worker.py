@@ -74,6 +74,7 @@ class Worker:
         self.last_loop_at = 0.0
         self._last_refresh = 0.0
         self._last_sweep = 0.0
+        self._partition_lost = False
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
@@ -101,18 +102,23 @@ class Worker:
             self.last_loop_at = time.monotonic()
             if not self._retrying("pipeline", partial(self.handle, record)):
                 return False  # stopping: the record stays uncommitted and is redelivered
+            self._partition_lost = False
             committed = self._retrying("broker", partial(self._commit, tp, record.offset + 1))
-            if not committed or tp not in self.consumer.assignment():
+            if not committed or self._partition_lost:
                 return False
         return True
 
     def _commit(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self.consumer.assignment():
+            self._partition_lost = True
+            return
         try:
             self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             # The partition moved to another worker. Its new owner redelivers from
             # the last committed offset; outcomes are idempotent, so nothing is lost
-            # or doubled. Retrying this commit would never succeed.
+            # or doubled. Stop reading this batch and poll again.
+            self._partition_lost = True
             log.warning("offset commit skipped after a rebalance: %s", exc, extra={"partition": tp.partition})
 
     def _retrying(self, dependency: str, fn: Callable[[], Any]) -> bool:
@@ -138,7 +144,22 @@ class Worker:
 
     # -- one record ------------------------------------------------------------
     def handle(self, record: Any) -> str:
-        """Give one Kafka record its durable outcome; returns the outcome name."""
+        """Give one Kafka record its durable outcome; returns the outcome name.
+
+        Transient and fatal errors propagate (the caller retries or stops); any
+        other error is this record's problem and dead-letters it, so one poison
+        message never stops its partition."""
+        try:
+            return self._handle(record)
+        except FatalError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, TransientError) or is_transient_db_error(exc):
+                raise
+            log.exception("unexpected error handling a record", extra={"offset": record.offset})
+            return self._dead_letter(record, ProcessingFailed(f"{type(exc).__name__}: {exc}"), None)
+
+    def _handle(self, record: Any) -> str:
         with self.sessions() as session:
             earlier = deadletters.find(session, record)
         if earlier is not None:
@@ -149,13 +170,10 @@ class Worker:
             event_id = event.event_id
             with self.sessions() as session:
                 existing = outcomes.find_item_id(session, event.event_id)
-                earlier = deadletters.find(session, record, event.event_id)
             if existing is not None:
                 self._publish([existing])
                 self.metrics.events_consumed.labels("duplicate").inc()
                 return "duplicate"
-            if earlier is not None:
-                return self._dead_letter_again(earlier.id)
             self.refresh_banks()  # new bank entries match within bank_refresh_seconds
             analysis = self._analyse(event)
         except InvalidInput as exc:
@@ -210,10 +228,13 @@ class Worker:
 
     def _dead_letter(self, record: Any, error: ModerationError, event_id: str | None) -> str:
         with self.sessions() as session:
-            row = deadletters.record_dead_letter(session, record, error, event_id)
-        deadletters.publish_pending(self.sessions, self.send_dead_letter, ids=[row.id])
+            row, created = deadletters.record_dead_letter(session, record, error, event_id)
+        if not created:
+            return self._dead_letter_again(row.id)
+        # Counted once stored: a broker outage while producing it must not hide it.
         self.metrics.dead_letters.labels(error.code).inc()
         self.metrics.events_consumed.labels("dead_letter").inc()
+        deadletters.publish_pending(self.sessions, self.send_dead_letter, ids=[row.id])
         log.warning(
             "event dead-lettered",
             extra={

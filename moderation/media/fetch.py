@@ -1,11 +1,10 @@
 """Fetch media bytes for an upload event.
 
 http(s) URLs are streamed with connect/read timeouts and a hard byte limit, so a
-slow, trickling or endless server cannot hold a worker or its memory: one
-deadline (``MEDIA_TOTAL_TIMEOUT_S``) covers connecting, retries and the whole
-download. ``file://`` URLs are
-accepted only in dev mode (``DEV_MODE=true``), for local testing with
-``moderation publish``.
+slow, trickling or endless server cannot hold a worker or its memory: one hard
+deadline (``MEDIA_TOTAL_TIMEOUT_S``) covers connecting, redirects, headers,
+retries and the whole download. ``file://`` URLs are accepted only in dev mode
+(``DEV_MODE=true``), for local testing with ``moderation publish``.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import requests
 import urllib3
 
 from moderation.errors import MediaFetchError, MediaTooLarge
+from moderation.media.deadline import DeadlineAdapter, hard_deadline
 
 _CHUNK = 64 * 1024
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -46,6 +46,11 @@ class MediaFetcher:
         self.allow_files = allow_files
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "moderation-worker/0.1"
+        # Images are compressed already; asking for identity avoids gzip bombs.
+        self._session.headers["Accept-Encoding"] = "identity"
+        adapter = DeadlineAdapter()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
 
     def fetch(self, url: str) -> bytes:
         scheme = urlparse(url).scheme.lower()
@@ -72,14 +77,20 @@ class MediaFetcher:
         # event is dead-lettered with the last status so it can be replayed later.
         # One deadline covers all attempts.
         deadline = time.monotonic() + self.total_timeout_s
-        for attempt in range(self.retries + 1):
+        with hard_deadline(self.total_timeout_s) as expired:
             try:
-                return self._fetch_http_once(url, deadline)
-            except _Retryable as exc:
-                pause = self.retry_backoff_s * (2**attempt)
-                if attempt == self.retries or time.monotonic() + pause >= deadline:
-                    raise MediaFetchError(f"{exc} after {attempt + 1} attempts") from None
-                time.sleep(pause)
+                for attempt in range(self.retries + 1):
+                    try:
+                        return self._fetch_http_once(url, deadline)
+                    except _Retryable as exc:
+                        pause = self.retry_backoff_s * (2**attempt)
+                        if attempt == self.retries or time.monotonic() + pause >= deadline:
+                            raise MediaFetchError(f"{exc} after {attempt + 1} attempts") from None
+                        time.sleep(pause)
+            except MediaFetchError:
+                if expired.is_set():
+                    raise MediaFetchError(f"media download took over {self.total_timeout_s:g} s") from None
+                raise
         raise AssertionError("unreachable")
 
     def _fetch_http_once(self, url: str, deadline: float) -> bytes:
@@ -99,8 +110,10 @@ class MediaFetcher:
                 while True:
                     # read1 returns whatever one socket read brings, so a server that
                     # trickles a byte at a time still meets the deadline check.
-                    chunk = resp.raw.read1(_CHUNK)
+                    chunk = resp.raw.read1(_CHUNK, decode_content=True)
                     if not chunk:
+                        if time.monotonic() > deadline:  # cut off by the hard deadline
+                            raise MediaFetchError(f"media download took over {self.total_timeout_s:g} s")
                         return b"".join(chunks)
                     total += len(chunk)
                     if total > self.max_bytes:

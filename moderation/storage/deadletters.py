@@ -1,6 +1,8 @@
 """Dead letters, stored before they are produced (the same outbox pattern as
-decisions). A redelivered record finds its row by source position or event id
-and is not dead-lettered twice; a row whose produce failed is produced again."""
+decisions). A redelivered record finds its row by source position and is not
+dead-lettered twice; a row whose produce failed is produced again. A later,
+separate delivery of the same event (the upload service retrying after a
+temporary failure) is a new record and gets a new attempt."""
 
 from __future__ import annotations
 
@@ -8,36 +10,39 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.errors import ModerationError
 from moderation.storage.models import DeadLetter, utcnow
 
-# Kafka's default message limit is 1 MiB; keep room for headers.
-MAX_VALUE_BYTES = 900 * 1024
+# Kafka's default message limit is 1 MiB. Headers are capped (error message 1000
+# characters, event id 200), so key + value within this budget always fits.
+MAX_RECORD_BYTES = 900 * 1024
+MAX_KEY_BYTES = 4 * 1024
 TRUNCATED_VALUE_BYTES = 64 * 1024
 
 SendWithHeaders = Callable[[bytes, bytes, Sequence[tuple[str, bytes]]], None]
 
 
-def find(session: Session, record: Any, event_id: str | None = None) -> DeadLetter | None:
-    position = (
-        (DeadLetter.source_topic == record.topic)
-        & (DeadLetter.source_partition == record.partition)
-        & (DeadLetter.source_offset == record.offset)
-        & (DeadLetter.source_timestamp == _timestamp(record))
+def find(session: Session, record: Any) -> DeadLetter | None:
+    return session.scalar(
+        select(DeadLetter).where(
+            DeadLetter.source_topic == record.topic,
+            DeadLetter.source_partition == record.partition,
+            DeadLetter.source_offset == record.offset,
+            DeadLetter.source_timestamp == _timestamp(record),
+        )
     )
-    clause = or_(position, DeadLetter.event_id == event_id) if event_id else position
-    return session.scalar(select(DeadLetter).where(clause).limit(1))
 
 
 def record_dead_letter(
     session: Session, record: Any, error: ModerationError, event_id: str | None
-) -> DeadLetter:
-    """Store the dead letter (idempotent by source position); the caller publishes it."""
-    value = record.value or b""
+) -> tuple[DeadLetter, bool]:
+    """Store the dead letter, idempotent by source position; returns (row, created).
+    The caller publishes it."""
+    key, value = record.key or b"", record.value or b""
     headers: dict[str, str] = {
         "error_class": error.code,
         "error_message": str(error)[:1000],
@@ -47,9 +52,14 @@ def record_dead_letter(
         "failed_at": utcnow().isoformat(),
     }
     if event_id:
-        headers["event_id"] = event_id
-    if len(value) > MAX_VALUE_BYTES:
-        # Too big to produce again: keep the head and say how to find the rest.
+        headers["event_id"] = event_id[:200]
+    if len(key) > MAX_KEY_BYTES:
+        headers.update(
+            key_truncated="true", key_size=str(len(key)), key_sha256=hashlib.sha256(key).hexdigest()
+        )
+        key = key[:MAX_KEY_BYTES]
+    if len(key) + len(value) > MAX_RECORD_BYTES:
+        # Too big to produce again: keep the head and say how to recognise the rest.
         headers.update(
             value_truncated="true", value_size=str(len(value)), value_sha256=hashlib.sha256(value).hexdigest()
         )
@@ -61,20 +71,20 @@ def record_dead_letter(
         source_timestamp=_timestamp(record),
         event_id=event_id,
         error_class=error.code,
-        key=record.key or b"",
+        key=key,
         value=value,
         headers=headers,
     )
     try:
         session.add(row)
         session.commit()
-        return row
+        return row, True
     except IntegrityError:
         session.rollback()
-        existing = find(session, record, event_id)
+        existing = find(session, record)
         if existing is None:
             raise
-        return existing
+        return existing, False
 
 
 def publish_pending(

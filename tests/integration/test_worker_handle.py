@@ -90,3 +90,48 @@ def test_a_decision_unpublished_before_a_crash_is_published_on_redelivery(
     assert len(sent["decisions"]) == 1
     with sessions() as s:
         assert s.scalar(select(Decision.published_at)) is not None
+
+
+@pytest.mark.parametrize("bad_id", ["nul\u0000id", "surrogate\ud800"])
+def test_ids_no_database_can_store_are_dead_lettered_not_fatal(make_worker, bad_id):
+    worker, sent = make_worker()
+    event = make_upload_event(bad_id, "c9", "u", "http://127.0.0.1:9/x.jpg", "image/jpeg")
+    raw = json.dumps(event).encode()  # json escapes both, as an upload service would send them
+    assert worker.handle(_record(raw, offset=11)) == "dead_letter"
+    assert sent["dlq"][0][2]["error_class"] == b"invalid_event"
+
+
+def test_a_redelivered_dead_letter_is_not_sent_or_counted_twice(make_worker, metrics):
+    worker, sent = make_worker()
+    assert worker.handle(_record(b"{broken", offset=3)) == "dead_letter"
+    assert worker.handle(_record(b"{broken", offset=3)) == "duplicate"  # same position: redelivery
+    assert len(sent["dlq"]) == 1
+    assert (
+        metrics.registry.get_sample_value("moderation_dead_letters_total", {"error_class": "invalid_event"})
+        == 1
+    )
+    assert worker.handle(_record(b"{broken", offset=4)) == "dead_letter"  # a new delivery
+
+
+def test_oversized_dead_letters_are_cut_to_fit_a_kafka_message(make_worker, sessions):
+    worker, sent = make_worker()
+    huge_key, huge_value = b"k" * 200_000, b"v" * 950_000
+    record = SimpleNamespace(topic="uploads", partition=0, offset=1, key=huge_key, value=huge_value)
+    assert worker.handle(record) == "dead_letter"
+    key, value, headers = sent["dlq"][0]
+    assert len(key) + len(value) + sum(len(k) + len(v) for k, v in headers.items()) < 1_000_000
+    assert headers["value_truncated"] == b"true" and headers["value_size"] == b"950000"
+    assert headers["key_truncated"] == b"true"
+
+
+def test_an_unexpected_error_outside_the_pipeline_dead_letters_the_record(make_worker, monkeypatch):
+    worker, sent = make_worker()
+    from moderation.storage import outcomes
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(outcomes, "find_item_id", broken)
+    raw = json.dumps(make_upload_event("e7", "c7", "u", "http://x/y.jpg", "image/jpeg")).encode()
+    assert worker.handle(_record(raw, offset=12)) == "dead_letter"
+    assert sent["dlq"][0][2]["error_class"] == b"processing_failed"

@@ -45,6 +45,26 @@ class MediaServer:
                     except (BrokenPipeError, ConnectionResetError):
                         pass
                     return
+                if path == "/trickle-headers":
+                    try:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                        for i in range(90):
+                            self.wfile.write(f"X-Slow-{i}: y\r\n".encode())
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
+                if path == "/gzip":
+                    import gzip
+
+                    body = gzip.compress(files.get("/gzip-source", b""))
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if path == "/endless":
                     self.send_response(200)
                     self.send_header("Content-Type", "image/jpeg")

@@ -43,6 +43,18 @@ def test_a_trickling_server_cannot_hold_the_worker(media_server):
     assert time.monotonic() - started < 3
 
 
+def test_a_server_trickling_its_headers_cannot_hold_the_worker(media_server):
+    started = time.monotonic()
+    with pytest.raises(MediaFetchError, match="took over 1 s"):
+        fetcher(total_timeout_s=1.0).fetch(media_server.url("/trickle-headers"))
+    assert time.monotonic() - started < 3
+
+
+def test_compressed_responses_are_decoded(media_server):
+    media_server.add("/gzip-source", b"\xff\xd8 image bytes")
+    assert fetcher().fetch(media_server.url("/gzip")) == b"\xff\xd8 image bytes"
+
+
 def test_declared_length_over_limit_is_refused_before_download(media_server):
     url = media_server.add("/big.jpg", b"x" * 20_000)
     with pytest.raises(MediaTooLarge, match="Content-Length 20000"):
