@@ -35,11 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    from kafka.errors import KafkaError
+    from sqlalchemy.exc import OperationalError
+
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FatalError) as exc:
         print(f"moderation: {exc}", file=sys.stderr)
         return 2
+    except OperationalError as exc:
+        print(f"moderation: database unreachable: {str(exc.orig).strip()}", file=sys.stderr)
+        return 3
+    except KafkaError as exc:
+        print(f"moderation: Kafka unavailable at KAFKA_BOOTSTRAP_SERVERS: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 
