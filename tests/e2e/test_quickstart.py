@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from moderation.embedded import free_port
 from tests.conftest import wait_until
 from tests.support.http import http_get
 from tests.support.images import encode, synthetic_image
+from tests.support.processes import terminate
 
 BIN = Path(sys.executable).with_name("moderation")
 
@@ -59,11 +59,7 @@ def test_moderation_up_then_publish(tmp_path):
         assert status == 200 and "Log in" in login_page
         assert event["path"] == str(image)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc, timeout=20)
         log.close()
     assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-2000:]
     time.sleep(0.5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,6 +18,7 @@ from moderation.storage.models import Item
 from tests.conftest import wait_until
 from tests.support.http import http_get
 from tests.support.images import encode, synthetic_image
+from tests.support.processes import terminate
 
 BIN = Path(sys.executable).with_name("moderation")
 
@@ -64,11 +64,7 @@ def test_worker_process_serves_probes_and_stops_cleanly_on_sigterm(
             assert 'moderation_stage_duration_seconds_count{stage="classify"} 1.0' in metrics
             assert http_get(base + "/nope")[0] == 404
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            terminate(proc, timeout=30)
     assert proc.returncode == 0, log_path.read_text()[-3000:]
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     processed = [rec for rec in lines if rec["msg"] == "event processed"]
