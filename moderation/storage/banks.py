@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -54,10 +54,6 @@ def add_entries(
     )
     result = session.execute(stmt)
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def list_banks(session: Session) -> Sequence[Bank]:
-    return session.scalars(select(Bank).order_by(Bank.name)).all()
 
 
 def entries_after(session: Session, last_id: int, limit: int = 10_000) -> Iterable[IndexEntry]:

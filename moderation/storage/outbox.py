@@ -10,7 +10,6 @@ idempotent in effect.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,8 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.domain import Action, Source
 from moderation.storage.models import Decision, Item, utcnow
-
-log = logging.getLogger(__name__)
 
 DECISION_SCHEMA_VERSION = 1
 

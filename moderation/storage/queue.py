@@ -117,12 +117,3 @@ def queue_depth(session: Session, now: datetime | None = None) -> Sequence[tuple
         .group_by(state, Item.tier, Item.priority)
     ).all()
     return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
-
-
-def recent_items(session: Session, states: Sequence[str], limit: int = 50) -> Sequence[Item]:
-    return session.scalars(
-        select(Item)
-        .where(Item.state.in_(states))
-        .order_by(Item.priority.desc(), Item.created_at)
-        .limit(limit)
-    ).all()

@@ -6,7 +6,6 @@ POST) or with HTTP Basic credentials.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +95,3 @@ def post_decision(item_id: int) -> Any:
 def release(item_id: int) -> Any:
     actions.release(actions.visible_item(item_id, for_update=True))
     return ("", 204)
-
-
-def load_openapi() -> dict[str, Any]:
-    return json.loads(OPENAPI_PATH.read_text())  # type: ignore[no-any-return]
