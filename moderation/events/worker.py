@@ -45,8 +45,11 @@ MAX_BACKOFF_S = 30.0
 AUTOMATIC_DECISIONS = {"auto_remove": ("remove", "hash_match"), "allow": ("allow", "classifier")}
 
 
-def is_transient_db_error(exc: BaseException) -> bool:
-    """Database errors worth retrying: everything but bad data for this one row."""
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: our TransientError, and database errors other than
+    bad data for this one row."""
+    if isinstance(exc, TransientError):
+        return True
     return isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError | DataError)
 
 
@@ -132,9 +135,7 @@ class Worker:
             except FatalError:
                 raise
             except Exception as exc:  # noqa: BLE001 - transient by elimination
-                if dependency == "pipeline" and not (
-                    isinstance(exc, TransientError) or is_transient_db_error(exc)
-                ):
+                if dependency == "pipeline" and not is_transient(exc):
                     raise
                 self.metrics.retries.labels(dependency).inc()
                 log.warning("%s failure, retrying in %.1fs: %s", dependency, backoff, exc)
@@ -149,17 +150,6 @@ class Worker:
         Transient and fatal errors propagate (the caller retries or stops); any
         other error is this record's problem and dead-letters it, so one poison
         message never stops its partition."""
-        try:
-            return self._handle(record)
-        except FatalError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, TransientError) or is_transient_db_error(exc):
-                raise
-            log.exception("unexpected error handling a record", extra={"offset": record.offset})
-            return self._dead_letter(record, ProcessingFailed(f"{type(exc).__name__}: {exc}"), None)
-
-    def _handle(self, record: Any) -> str:
         with self.sessions() as session:
             earlier = deadletters.find(session, record)
         if earlier is not None:
@@ -175,28 +165,26 @@ class Worker:
                 self.metrics.events_consumed.labels("duplicate").inc()
                 return "duplicate"
             self.refresh_banks()  # new bank entries match within bank_refresh_seconds
-            analysis = self._analyse(event)
+            return self._persist_and_publish(self.pipeline.analyse(event))
         except InvalidInput as exc:
             return self._dead_letter(record, exc, event_id)
-        return self._persist_and_publish(record, analysis)
-
-    def _analyse(self, event: Any) -> Analysis:
-        try:
-            return self.pipeline.analyse(event)
-        except ModerationError:
+        except FatalError:
             raise
-        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the partition
-            log.exception("unexpected error processing an event", extra={"event_id": event.event_id})
-            raise ProcessingFailed(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001
+            if is_transient(exc):
+                raise
+            if isinstance(exc, DBAPIError):
+                # Never log or forward the statement's parameters: they hold media bytes.
+                failure = ProcessingFailed(f"database refused the outcome: {type(exc.orig).__name__}")
+            else:
+                log.exception("unexpected error handling a record", extra={"event_id": event_id})
+                failure = ProcessingFailed(f"{type(exc).__name__}: {exc}")
+            return self._dead_letter(record, failure, event_id)
 
-    def _persist_and_publish(self, record: Any, analysis: Analysis) -> str:
+    def _persist_and_publish(self, analysis: Analysis) -> str:
         started = time.perf_counter()
-        try:
-            with self.sessions() as session:
-                item_id, created = outcomes.record_analysis(session, analysis, self.publish_allow)
-        except (IntegrityError, DataError) as exc:  # this row can never be stored
-            failure = ProcessingFailed(f"database refused the outcome: {type(exc.orig).__name__}")
-            return self._dead_letter(record, failure, analysis.event.event_id)
+        with self.sessions() as session:
+            item_id, created = outcomes.record_analysis(session, analysis, self.publish_allow)
         self.metrics.stage_seconds.labels("persist").observe(time.perf_counter() - started)
         outcome = analysis.verdict.route.value if created else "duplicate"
         automatic = AUTOMATIC_DECISIONS.get(outcome)
