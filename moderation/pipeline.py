@@ -17,19 +17,10 @@ from moderation.classify import Classifier
 from moderation.domain import HashSet, Match, UploadEvent, Verdict
 from moderation.hashing import hash_media
 from moderation.hashing.index import BankIndex
-from moderation.media.decode import decode_image
+from moderation.media.decode import CONTENT_TYPES, decode_image
 from moderation.media.fetch import MediaFetcher
 from moderation.metrics import Metrics
 from moderation.routing import RoutingPolicy, route
-
-CONTENT_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-}
 
 
 @dataclass(frozen=True)
@@ -89,7 +80,7 @@ class Pipeline:
         return Analysis(
             event=event,
             data=data,
-            content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"),
+            content_type=CONTENT_TYPES[fmt],
             hashes=hashes,
             matches=matches,
             score=score,

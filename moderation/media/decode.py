@@ -15,7 +15,15 @@ from PIL import Image
 
 from moderation.errors import MediaDecodeError
 
-SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
+# Pillow format name -> the MIME type media is served with in the review console.
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
 
 
 def probe(data: bytes) -> tuple[str, int, int]:
@@ -34,7 +42,7 @@ def probe(data: bytes) -> tuple[str, int, int]:
 def decode_image(data: bytes, max_pixels: int) -> tuple[str, np.ndarray]:
     """(format, BGR uint8 pixels) of the image (first frame for animations)."""
     fmt, width, height = probe(data)
-    if fmt not in SUPPORTED_FORMATS:
+    if fmt not in CONTENT_TYPES:
         raise MediaDecodeError(f"unsupported image format {fmt}")
     if width * height > max_pixels:
         raise MediaDecodeError(
