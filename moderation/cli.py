@@ -6,7 +6,11 @@ moderation web                the review console and JSON API
 moderation db upgrade         apply database migrations
 moderation user create NAME   add a console user
 moderation publish FILE...    publish upload events for local images (dev mode)
-moderation hash FILE...       print SHA-256, MD5 and PDQ of local images
+moderation hash FILE...       print SHA-256, MD5, PDQ (and vPDQ for videos) of local files
+moderation bank ...           create banks; add, import, export, withdraw hashes
+moderation match FILE...      match local files against the banks, as the worker would
+moderation token ...          API tokens for services and trusted flaggers
+moderation exchange ...       sync StopNCII / NCMEC hash lists, send feedback
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from moderation import __version__
 from moderation.config import Settings, load_settings
-from moderation.errors import ConfigError, FatalError, InvalidInput
+from moderation.errors import ConfigError, FatalError, InvalidInput, RequestError, TransientError
 
 log = logging.getLogger("moderation")
 
@@ -43,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FatalError) as exc:
         print(f"moderation: {exc}", file=sys.stderr)
         return 2
+    except RequestError as exc:
+        print(f"moderation: {exc}", file=sys.stderr)
+        return 1
+    except TransientError as exc:
+        print(f"moderation: {exc} (temporary: run it again later)", file=sys.stderr)
+        return 3
     except OperationalError as exc:
         print(f"moderation: database unreachable: {str(exc.orig).strip()}", file=sys.stderr)
         return 3
@@ -91,12 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--uploader", default="local-cli", help="uploader id to put in the events")
     pub.set_defaults(func=cmd_publish)
 
-    h = sub.add_parser("hash", help="print one JSON object per file: path, sha256, md5, pdq, pdq_quality")
+    h = sub.add_parser(
+        "hash", help="print one JSON object per file: path, sha256, md5, pdq, pdq_quality (vpdq for videos)"
+    )
     h.add_argument("paths", nargs="+", metavar="FILE")
     h.add_argument(
         "--json", action="store_true", help="JSON lines even on a terminal (the default when piped)"
     )
+    h.add_argument(
+        "--variants", action="store_true", help="also the PDQ of rotations, mirror images and trimmed borders"
+    )
     h.set_defaults(func=cmd_hash)
+
+    from moderation import cli_banks, cli_exchanges
+
+    cli_banks.register(sub)
+    cli_exchanges.register(sub)
     return p
 
 
@@ -203,16 +223,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_hash(args: argparse.Namespace) -> int:
-    from moderation.hashing import hash_media
-    from moderation.media.decode import decode_image
+    from moderation.cli_banks import hash_file
 
     settings = load_settings()
     as_json = args.json or not sys.stdout.isatty()
     failures = 0
     for raw in args.paths:
         try:
-            data = Path(raw).read_bytes()
-            _fmt, image = decode_image(data, settings.max_image_pixels)
+            hashes = hash_file(raw, settings, variants=args.variants)
         except OSError as exc:
             failures += 1
             print(json.dumps({"path": raw, "error": exc.strerror or str(exc)}), file=sys.stderr)
@@ -221,7 +239,6 @@ def cmd_hash(args: argparse.Namespace) -> int:
             failures += 1
             print(json.dumps({"path": raw, "error": str(exc), "error_class": exc.code}), file=sys.stderr)
             continue
-        hashes = hash_media(data, image)
         row: dict[str, Any] = {
             "path": raw,
             "sha256": hashes.sha256,
@@ -229,13 +246,20 @@ def cmd_hash(args: argparse.Namespace) -> int:
             "pdq": hashes.pdq,
             "pdq_quality": hashes.pdq_quality,
         }
+        if args.variants:
+            row["pdq_variants"] = dict(hashes.pdq_variants)
+        if hashes.vpdq is not None:
+            row["vpdq"] = hashes.vpdq
+            row["vpdq_frames"] = len(hashes.vpdq_frames)
         if as_json:
             print(json.dumps(row))
         else:
-            print(
-                f"{raw}\n  sha256 {hashes.sha256}\n  md5    {hashes.md5}\n"
-                f"  pdq    {hashes.pdq} (quality {hashes.pdq_quality})"
-            )
+            print(f"{raw}\n  sha256 {hashes.sha256}\n  md5    {hashes.md5}")
+            print(f"  pdq    {hashes.pdq} (quality {hashes.pdq_quality})")
+            for name, value in hashes.pdq_variants.items():
+                print(f"  pdq    {value} ({name})")
+            if hashes.vpdq is not None:
+                print(f"  vpdq   {len(hashes.vpdq_frames)} frames")
     return 1 if failures else 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from moderation.errors import ConfigError
@@ -76,13 +76,33 @@ class Settings:
     review_threshold: float = 0.6
     bank_refresh_seconds: float = 1.0
     publish_allow_decisions: bool = True
+    pdq_variants: bool = True  # also look up rotated, mirrored and border-trimmed variants
+    flood_max_matches: int = 100  # an entry matching this often within the window is quarantined; 0: off
+    flood_window_seconds: int = 3600
+
+    # Video
+    video_seconds_per_hash: float = 1.0
+    video_max_seconds: int = 600  # longer videos are hashed over their first VIDEO_MAX_SECONDS
+    video_frame_min_quality: int = 50
 
     # Classifier
     classifier_model: str = "opennsfw"  # or a path to an .onnx file with the same contract
     onnx_threads: int = 0  # 0: let ONNX Runtime decide
 
+    # Hash exchanges (moderation exchange sync|feedback)
+    stopncii_api_url: str = "https://api.stopncii.org/v1"
+    stopncii_subscription_key: str = field(default="", repr=False)  # a secret: never in logs
+    stopncii_fetch_function_key: str = field(default="", repr=False)  # a secret: never in logs
+    stopncii_feedback_function_key: str = field(default="", repr=False)  # a secret: never in logs
+    stopncii_bank: str = "stopncii"
+    ncmec_api_url: str = "https://report.cybertip.org/hashsharing"
+    ncmec_username: str = ""
+    ncmec_password: str = field(default="", repr=False)  # a secret: never in logs
+    ncmec_member_ids: str = ""  # comma-separated; empty: every member's hashes
+    ncmec_bank: str = "ncmec"
+
     # Review console
-    secret_key: str = ""
+    secret_key: str = field(default="", repr=False)  # a secret: never in logs
     claim_lease_seconds: int = 300
     web_host: str = "127.0.0.1"
     web_port: int = 8080
@@ -141,5 +161,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"REVIEW_THRESHOLD={s.review_threshold}: must be between 0 and 1")
     if s.log_format not in {"text", "json"}:
         raise ConfigError(f"LOG_FORMAT={s.log_format!r}: expected text or json")
+    if s.flood_window_seconds < 60:
+        raise ConfigError("FLOOD_WINDOW_SECONDS must be at least 60")
+    if s.video_seconds_per_hash <= 0:
+        raise ConfigError("VIDEO_SECONDS_PER_HASH must be greater than 0")
     if s.claim_lease_seconds < 10:
         raise ConfigError("CLAIM_LEASE_SECONDS must be at least 10")

@@ -54,3 +54,21 @@ class FatalError(ModerationError):
 
 class ConfigError(FatalError):
     code = "config"
+
+
+class RequestError(ModerationError):
+    """A caller's request (CLI, console, API) cannot be carried out as asked.
+    Reported to the caller with its message; nothing was changed."""
+
+    code = "bad_request"
+    status = 400
+
+
+class NotFound(RequestError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(RequestError):
+    code = "conflict"
+    status = 409

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -61,6 +61,16 @@ class Metrics:
             "moderation_dead_letters_total",
             "Events sent to the dead-letter topic, by error class.",
             ["error_class"],
+            registry=r,
+        )
+        self.bank_entries_quarantined = Counter(
+            "moderation_bank_entries_quarantined_total",
+            "Bank entries quarantined by flood control (their automatic action falls back to review).",
+            registry=r,
+        )
+        self.bank_index_entries = Gauge(
+            "moderation_bank_index_entries",
+            "Matchable bank entries held in this worker's index.",
             registry=r,
         )
         self.retries = Counter(

@@ -11,14 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
-
 from moderation.classify import Classifier
 from moderation.domain import HashSet, Match, UploadEvent, Verdict
-from moderation.hashing import hash_media
+from moderation.hashing import hash_media, hash_video_bytes
 from moderation.hashing.index import BankIndex
-from moderation.media.decode import CONTENT_TYPES, decode_image
 from moderation.media.fetch import MediaFetcher
+from moderation.media.load import Media, MediaLimits, load_media
 from moderation.metrics import Metrics
 from moderation.routing import RoutingPolicy, route
 
@@ -42,15 +40,17 @@ class Pipeline:
         index: BankIndex,
         classifier: Classifier,
         policy: RoutingPolicy,
-        max_image_pixels: int,
+        limits: MediaLimits,
         metrics: Metrics,
+        variants: bool = True,
     ) -> None:
         self.fetcher = fetcher
         self.index = index
         self.classifier = classifier
         self.policy = policy
-        self.max_image_pixels = max_image_pixels
+        self.limits = limits
         self.metrics = metrics
+        self.variants = variants
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -68,19 +68,19 @@ class Pipeline:
 
     def analyse_bytes(self, event: UploadEvent, data: bytes) -> Analysis:
         with self._stage("decode"):
-            fmt, image = decode_image(data, self.max_image_pixels)
+            media = load_media(data, self.limits)
         with self._stage("hash"):
-            hashes = hash_media(data, image)
+            hashes = hash_loaded(data, media, self.limits, self.variants)
         with self._stage("match"):
             matches = tuple(self.index.match(hashes))
         for m in matches:
             self.metrics.bank_matches.labels(m.bank, m.signal).inc()
-        score = self._classify(image)
+        score = self._classify(media)
         verdict = route(matches, score, hashes.pdq_quality, self.policy)
         return Analysis(
             event=event,
             data=data,
-            content_type=CONTENT_TYPES[fmt],
+            content_type=media.content_type,
             hashes=hashes,
             matches=matches,
             score=score,
@@ -88,9 +88,23 @@ class Pipeline:
             verdict=verdict,
         )
 
-    def _classify(self, image: np.ndarray) -> float:
+    def _classify(self, media: Media) -> float:
+        """The highest score over the picture (or the sampled video frames)."""
         with self._stage("classify"):
             started = time.perf_counter()
-            score = self.classifier.score(image)
+            score = max(self.classifier.score(p) for p in media.pictures)
             self.metrics.inference_seconds.labels(self.classifier.name).observe(time.perf_counter() - started)
         return score
+
+
+def hash_loaded(data: bytes, media: Media, limits: MediaLimits, variants: bool) -> HashSet:
+    """Every signal of one loaded upload (shared by the worker and the CLI)."""
+    if media.kind == "video":
+        return hash_video_bytes(
+            data,
+            seconds_per_hash=limits.video_seconds_per_hash,
+            max_seconds=limits.video_max_seconds,
+            min_quality=limits.video_frame_min_quality,
+            max_pixels=limits.max_image_pixels,
+        )
+    return hash_media(data, media.pictures[0], variants=variants)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from moderation.domain import Action, BankAction, ItemState, Source
-from moderation.storage import audit, banks, outbox, queue
+from moderation.storage import audit, banks, exchange_store, outbox, queue
 from moderation.storage.models import Decision, Item, User, utcnow
 
 # Reason codes a moderator chooses from. Stable: they appear in decision events.
@@ -81,10 +81,12 @@ def decide(
                 session, banks.CONFIRMED_BANK, BankAction.AUTO_REMOVE, "Removals confirmed by moderators"
             )
             signals = {"sha256": item.sha256, "md5": item.md5}
-            if item.pdq_quality >= pdq_min_quality:
+            if item.vpdq:
+                signals["vpdq"] = item.vpdq
+            elif item.pdq and item.pdq_quality >= pdq_min_quality:
                 # A low-quality PDQ (flat or tiny image) would match unrelated images.
                 signals["pdq"] = item.pdq
-            banked = banks.add_entries(
+            banked = banks.add_signals(
                 session,
                 bank,
                 signals,
@@ -92,6 +94,8 @@ def decide(
                 source_item_id=item.id,
                 note=reason,
             )
+    if chosen is not Action.ESCALATE:
+        exchange_store.queue_feedback(session, item, blocked=chosen is Action.REMOVE)
     audit.record(
         session,
         user.username,

@@ -3,13 +3,20 @@
 Order of precedence:
 
 1. A *confident* match in an ``auto_remove`` bank removes at once and queues the
-   item for verification. Confident means an exact cryptographic hash match, or a
-   PDQ match within ``auto_remove_pdq_distance`` on an upload whose PDQ quality is
-   at least ``pdq_min_quality`` (low-quality PDQ hashes of flat images collide).
-2. Any other bank match sends the item to review, ahead of classifier-only items.
-3. A classifier score at or above ``review_threshold`` sends it to review, higher
+   item for verification. Confident means an exact cryptographic hash match, a
+   vPDQ match, or a PDQ match within ``auto_remove_pdq_distance`` on an upload
+   whose PDQ quality is at least ``pdq_min_quality`` (low-quality PDQ hashes of
+   flat images collide). A quarantined entry (flood control) is never confident:
+   its match is reviewed with high priority instead.
+2. Any other match in an ``auto_remove``, ``review_high`` or ``review`` bank sends
+   the item to review, ahead of classifier-only items (``review_high`` and
+   ``auto_remove`` matches first).
+3. A match in an ``allow`` bank (an allowlist of known benign images) allows the
+   upload even if the classifier would flag it. Allowlists never override 1 or 2,
+   and a quarantined allowlist entry suppresses nothing.
+4. A classifier score at or above ``review_threshold`` sends it to review, higher
    scores first.
-4. Otherwise the upload is allowed.
+5. Otherwise the upload is allowed.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ class RoutingPolicy:
 
 
 def is_confident(match: Match, pdq_quality: int, policy: RoutingPolicy) -> bool:
+    if match.quarantined:
+        return False
     if match.signal != "pdq":
         return True
     return match.distance <= policy.auto_remove_pdq_distance and pdq_quality >= policy.pdq_min_quality
@@ -42,7 +51,8 @@ def is_confident(match: Match, pdq_quality: int, policy: RoutingPolicy) -> bool:
 def match_priority(match: Match, policy: RoutingPolicy) -> int:
     limit = max(policy.pdq_match_distance, 1)
     closeness = 1.0 - min(match.distance, limit) / limit
-    bonus = 30 if match.bank_action is BankAction.AUTO_REMOVE else 20
+    high = match.bank_action in (BankAction.AUTO_REMOVE, BankAction.REVIEW_HIGH)
+    bonus = 30 if high else 20
     return PRIORITY_MATCH_BASE + round(bonus * closeness)
 
 
@@ -59,7 +69,9 @@ def route(
     policy: RoutingPolicy,
 ) -> Verdict:
     """Decide what happens to one upload. ``score`` is None when no classifier ran."""
-    ordered = tuple(sorted(matches, key=lambda m: (m.bank_action is not BankAction.AUTO_REMOVE, m.distance)))
+    ordered = tuple(
+        sorted(matches, key=lambda m: (_ACTION_ORDER[m.bank_action], m.quarantined, m.distance, m.entry_id))
+    )
     confident = [
         m for m in ordered if m.bank_action is BankAction.AUTO_REMOVE and is_confident(m, pdq_quality, policy)
     ]
@@ -67,9 +79,21 @@ def route(
         return Verdict(
             Route.AUTO_REMOVE, PRIORITY_VERIFY_AUTO_REMOVAL, "bank_match_auto_remove", ordered, score
         )
-    if ordered:
-        priority = max(match_priority(m, policy) for m in ordered)
+    flagging = [m for m in ordered if m.bank_action is not BankAction.ALLOW]
+    if flagging:
+        priority = max(match_priority(m, policy) for m in flagging)
         return Verdict(Route.REVIEW, min(priority, 100), "bank_match_review", ordered, score)
+    allowlisted = [m for m in ordered if not m.quarantined]
+    if allowlisted:
+        return Verdict(Route.ALLOW, 0, "allowlist_match", ordered, score)
     if score is not None and score >= policy.review_threshold:
-        return Verdict(Route.REVIEW, score_priority(score, policy), "classifier_score", (), score)
-    return Verdict(Route.ALLOW, 0, "below_threshold", (), score)
+        return Verdict(Route.REVIEW, score_priority(score, policy), "classifier_score", ordered, score)
+    return Verdict(Route.ALLOW, 0, "below_threshold", ordered, score)
+
+
+_ACTION_ORDER = {
+    BankAction.AUTO_REMOVE: 0,
+    BankAction.REVIEW_HIGH: 1,
+    BankAction.REVIEW: 2,
+    BankAction.ALLOW: 3,
+}

@@ -20,9 +20,11 @@ from moderation.events import kafka
 from moderation.events.worker import Worker
 from moderation.hashing.index import BankIndex
 from moderation.media.fetch import MediaFetcher
+from moderation.media.load import MediaLimits
 from moderation.metrics import Metrics
 from moderation.pipeline import Pipeline
 from moderation.routing import RoutingPolicy
+from moderation.storage.banks import FloodPolicy
 from moderation.storage.db import make_engine, make_sessionmaker
 
 
@@ -47,9 +49,23 @@ def build_pipeline(settings: Settings, metrics: Metrics, classifier: Classifier 
         index=BankIndex(settings.pdq_match_distance),
         classifier=classifier or load_classifier(settings.classifier_model, settings.onnx_threads),
         policy=routing_policy(settings),
-        max_image_pixels=settings.max_image_pixels,
+        limits=media_limits(settings),
         metrics=metrics,
+        variants=settings.pdq_variants,
     )
+
+
+def media_limits(settings: Settings) -> MediaLimits:
+    return MediaLimits(
+        max_image_pixels=settings.max_image_pixels,
+        video_seconds_per_hash=settings.video_seconds_per_hash,
+        video_max_seconds=settings.video_max_seconds,
+        video_frame_min_quality=settings.video_frame_min_quality,
+    )
+
+
+def flood_policy(settings: Settings) -> FloodPolicy:
+    return FloodPolicy(settings.flood_max_matches, settings.flood_window_seconds)
 
 
 def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | None = None) -> Worker:
@@ -64,6 +80,7 @@ def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | 
         metrics=metrics,
         publish_allow=settings.publish_allow_decisions,
         bank_refresh_seconds=settings.bank_refresh_seconds,
+        flood=flood_policy(settings),
     )
     worker.refresh_banks(force=True)
     return worker

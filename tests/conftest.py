@@ -60,7 +60,10 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-TABLES = "audit_log, item_media, decisions, dead_letters, items, bank_entries, banks, users"
+TABLES = (
+    "audit_log, item_media, decisions, dead_letters, items, bank_entries, banks, users, "
+    "bank_changes, bank_entry_hits, exchange_state, exchange_feedback, api_tokens"
+)
 
 
 @pytest.fixture

@@ -33,12 +33,13 @@ from moderation.errors import FatalError, InvalidInput, ModerationError, Process
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
 from moderation.pipeline import Analysis, Pipeline
-from moderation.storage import banks, deadletters, outbox, outcomes
+from moderation.storage import deadletters, outbox, outcomes
+from moderation.storage.bank_feed import IndexFeeder
+from moderation.storage.banks import FloodPolicy
 
 log = logging.getLogger(__name__)
 
 Send = Callable[..., None]
-BANK_FEED_LOOKBACK = 100  # ids re-read each refresh: PostgreSQL may commit ids out of order
 OUTBOX_SWEEP_SECONDS = 5.0
 MAX_BACKOFF_S = 30.0
 # route -> (action, source) of the decision the pipeline records by itself
@@ -64,6 +65,7 @@ class Worker:
         metrics: Metrics,
         publish_allow: bool = True,
         bank_refresh_seconds: float = 1.0,
+        flood: FloodPolicy | None = None,
     ) -> None:
         self.consumer = consumer
         self.sessions = sessions
@@ -73,6 +75,8 @@ class Worker:
         self.metrics = metrics
         self.publish_allow = publish_allow
         self.bank_refresh_seconds = bank_refresh_seconds
+        self.flood = flood or FloodPolicy()
+        self.feeder = IndexFeeder(sessions, pipeline.index)
         self.stop_event = threading.Event()
         self.last_loop_at = 0.0
         self._last_refresh = 0.0
@@ -184,8 +188,13 @@ class Worker:
     def _persist_and_publish(self, analysis: Analysis) -> str:
         started = time.perf_counter()
         with self.sessions() as session:
-            item_id, created = outcomes.record_analysis(session, analysis, self.publish_allow)
+            item_id, created, quarantined = outcomes.record_analysis(
+                session, analysis, self.publish_allow, self.flood
+            )
         self.metrics.stage_seconds.labels("persist").observe(time.perf_counter() - started)
+        for entry_id in quarantined:
+            self.metrics.bank_entries_quarantined.inc()
+            log.warning("bank entry quarantined by flood control", extra={"entry_id": entry_id})
         outcome = analysis.verdict.route.value if created else "duplicate"
         automatic = AUTOMATIC_DECISIONS.get(outcome)
         if automatic and (outcome != "allow" or self.publish_allow):
@@ -242,22 +251,17 @@ class Worker:
 
     # -- periodic work ---------------------------------------------------------
     def refresh_banks(self, force: bool = False) -> int:
+        """Apply bank changes made since the last refresh (all entries on the first)."""
         now = time.monotonic()
         if not force and now - self._last_refresh < self.bank_refresh_seconds:
             return 0
         index = self.pipeline.index
-        added = 0
-        with self.sessions() as session:
-            while True:
-                start = max(0, index.last_entry_id - BANK_FEED_LOOKBACK)
-                entries = list(banks.entries_after(session, start))
-                added += index.add(entries)
-                if len(entries) < 10_000:
-                    break
+        applied = self.feeder.refresh()
         self._last_refresh = now
-        if added:
-            log.info("bank index updated", extra={"added": added, "size": len(index)})
-        return added
+        self.metrics.bank_index_entries.set(len(index))
+        if applied:
+            log.info("bank index updated", extra={"applied": applied, "size": len(index)})
+        return applied
 
     def sweep_outbox(self) -> int:
         now = time.monotonic()

@@ -1,68 +1,510 @@
-"""Hash banks: named lists of hashes with an action."""
+"""Hash banks: named lists of hashes with an action, thresholds and a lifecycle
+per entry. Every change writes a ``bank_changes`` row in the same transaction,
+which is how workers learn about it (see ``storage/bank_feed.py``).
+
+Entries are never deleted: withdrawn or disabled entries stop matching but keep
+their metadata, and each status change is also written to the audit log.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from moderation.domain import SIGNAL_TYPES, BankAction
-from moderation.hashing.index import IndexEntry
-from moderation.storage.models import Bank, BankEntry
+from moderation.domain import BankAction, BankConfig, BankSource, EntrySpec, EntryStatus, Match
+from moderation.errors import Conflict, NotFound, RequestError
+from moderation.hashing import signals
+from moderation.storage import audit
+from moderation.storage.models import Bank, BankChange, BankEntry, BankEntryHits, utcnow
 
 CONFIRMED_BANK = "confirmed"
+RESERVED_BANK_NAMES = frozenset({"quarantined"})  # /api/v1/banks/quarantined
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_INSERT_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class FloodPolicy:
+    """Quarantine an entry that matches ``max_hits`` times within one window.
+    0 turns flood control off."""
+
+    max_hits: int = 100
+    window_seconds: int = 3600
+
+
+@dataclass
+class AddResult:
+    added: int = 0
+    existing: int = 0
+    ids: list[int] = field(default_factory=list)  # new entries
+    existing_ids: list[int] = field(default_factory=list)  # hashes the bank already held
+    revived: int = 0  # withdrawn entries made active again by this submission
+
+
+def _insert(session: Session):  # type: ignore[no-untyped-def]
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def record_change(session: Session, bank_id: int, entry_ids: Sequence[int | None] = (None,)) -> None:
+    session.execute(
+        insert(BankChange),
+        [{"bank_id": bank_id, "entry_id": e, "created_at": utcnow()} for e in entry_ids],
+    )
+
+
+def bank_config(bank: Bank) -> BankConfig:
+    return BankConfig(
+        bank.id, bank.name, BankAction(bank.action), bank.pdq_distance, bank.vpdq_share, bank.enabled
+    )
+
+
+# -- banks ---------------------------------------------------------------------------
+def validate_bank_fields(
+    action: str | None = None, pdq_distance: int | None = None, vpdq_share: float | None = None
+) -> None:
+    if action is not None and action not in {a.value for a in BankAction}:
+        raise RequestError(
+            f"unknown action {action!r}: expected one of {', '.join(a.value for a in BankAction)}"
+        )
+    if pdq_distance is not None and not (isinstance(pdq_distance, int) and 0 <= pdq_distance <= 31):
+        raise RequestError(f"pdq_distance must be an integer 0..31, got {pdq_distance!r}")
+    if vpdq_share is not None and not (isinstance(vpdq_share, int | float) and 0 < vpdq_share <= 1):
+        raise RequestError(f"vpdq_share must be a number in (0, 1], got {vpdq_share!r}")
+
+
+def get_bank(session: Session, name: str) -> Bank:
+    bank = session.scalar(select(Bank).where(Bank.name == name))
+    if bank is None:
+        raise NotFound(f"no bank named {name!r}")
+    return bank
+
+
+def list_banks(session: Session) -> list[Bank]:
+    return list(session.scalars(select(Bank).order_by(Bank.name)))
+
+
+def create_bank(
+    session: Session,
+    name: str,
+    action: str,
+    *,
+    actor: str,
+    description: str = "",
+    pdq_distance: int = 31,
+    vpdq_share: float = 0.8,
+    source: str = BankSource.LOCAL.value,
+) -> Bank:
+    if name in RESERVED_BANK_NAMES:
+        raise RequestError(f"bank name {name!r} is reserved")
+    if not name or len(name) > 100 or not set(name) <= _NAME_CHARS:
+        raise RequestError(f"bank name {name!r}: use 1-100 of a-z, 0-9, '-', '_', '.'")
+    validate_bank_fields(action, pdq_distance, vpdq_share)
+    if source not in {s.value for s in BankSource}:
+        raise RequestError(f"unknown source {source!r}")
+    if session.scalar(select(Bank.id).where(Bank.name == name)) is not None:
+        raise Conflict(f"bank {name!r} already exists")
+    bank = Bank(
+        name=name,
+        action=action,
+        description=description,
+        pdq_distance=pdq_distance,
+        vpdq_share=vpdq_share,
+        source=source,
+        enabled=True,
+        updated_at=utcnow(),
+    )
+    session.add(bank)
+    session.flush()
+    record_change(session, bank.id)
+    audit.record(session, actor, "bank.create", None, bank=name, bank_action=action, source=source)
+    return bank
 
 
 def get_or_create_bank(session: Session, name: str, action: BankAction, description: str = "") -> Bank:
     bank = session.scalar(select(Bank).where(Bank.name == name))
     if bank is None:
-        bank = Bank(name=name, action=action.value, description=description)
-        session.add(bank)
-        session.flush()
+        bank = create_bank(session, name, action.value, actor="system", description=description)
     return bank
+
+
+UPDATABLE_BANK_FIELDS = ("action", "description", "pdq_distance", "vpdq_share", "enabled")
+
+
+def update_bank(session: Session, bank: Bank, *, actor: str, **changes: object) -> Bank:
+    unknown = set(changes) - set(UPDATABLE_BANK_FIELDS)
+    if unknown:
+        raise RequestError(f"cannot change {', '.join(sorted(unknown))} of a bank")
+    validate_bank_fields(
+        changes.get("action"),  # type: ignore[arg-type]
+        changes.get("pdq_distance"),  # type: ignore[arg-type]
+        changes.get("vpdq_share"),  # type: ignore[arg-type]
+    )
+    if "enabled" in changes and not isinstance(changes["enabled"], bool):
+        raise RequestError("enabled must be true or false")
+    for key, value in changes.items():
+        setattr(bank, key, value)
+    bank.updated_at = utcnow()
+    record_change(session, bank.id)
+    audit.record(session, actor, "bank.update", None, bank=bank.name, changes=changes)
+    return bank
+
+
+# -- entries -------------------------------------------------------------------------
+def normalise_spec(spec: EntrySpec) -> EntrySpec:
+    try:
+        value = signals.normalise(spec.signal, spec.value)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    for name in ("source_ref", "case_id", "added_by"):
+        if len(getattr(spec, name)) > (100 if name == "added_by" else 200):
+            raise RequestError(f"{name} is too long")
+    return EntrySpec(spec.signal, value, spec.source_ref, spec.case_id, spec.note, spec.added_by)
+
+
+def digest(signal: str, value: str) -> str:
+    return hashlib.sha256(f"{signal}:{value}".encode()).hexdigest()
 
 
 def add_entries(
     session: Session,
     bank: Bank,
-    signals: dict[str, str],
+    specs: Iterable[EntrySpec],
+    *,
+    added_by: str,
+    source_item_id: int | None = None,
+    revive: bool = False,
+) -> AddResult:
+    """Add hashes to a bank. A hash already in the bank is left as it is (counted
+    in ``existing``), so imports and redelivered submissions are idempotent; with
+    ``revive`` (a new submission by a helpline or an exchange) a withdrawn one
+    becomes active again under the new case; a disabled one stays disabled (an
+    admin's decision). Raises RequestError on
+    the first invalid value, before writing anything."""
+    rows = []
+    now = utcnow()
+    for spec in specs:
+        spec = normalise_spec(spec)
+        rows.append(
+            {
+                "bank_id": bank.id,
+                "signal": spec.signal,
+                "value": spec.value,
+                "digest": digest(spec.signal, spec.value),
+                "value_prefix": spec.value[:64],
+                "status": EntryStatus.ACTIVE.value,
+                "source_ref": spec.source_ref,
+                "case_id": spec.case_id,
+                "note": spec.note,
+                "added_by": spec.added_by or added_by,
+                "source_item_id": source_item_id,
+                "created_at": now,
+                "updated_at": now,
+                "status_changed_by": "",
+                "status_reason": "",
+                "match_count": 0,
+            }
+        )
+    result = AddResult()
+    upsert = _insert(session)
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        stmt = (
+            upsert(BankEntry)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=["bank_id", "digest"])
+            .returning(BankEntry.id)
+        )
+        ids = [int(i) for i in session.scalars(stmt)]
+        result.ids.extend(ids)
+        result.added += len(ids)
+        if ids:
+            record_change(session, bank.id, ids)
+        if len(ids) < len(chunk):
+            _existing(session, bank, chunk, set(ids), result, revive, added_by)
+    return result
+
+
+def _existing(
+    session: Session,
+    bank: Bank,
+    chunk: list[dict[str, object]],
+    new: set[int],
+    result: AddResult,
+    revive: bool,
+    actor: str,
+) -> None:
+    by_digest = {str(r["digest"]): r for r in chunk}
+    entries = session.scalars(
+        select(BankEntry).where(BankEntry.bank_id == bank.id, BankEntry.digest.in_(list(by_digest)))
+    )
+    revived = []
+    for entry in entries:
+        if entry.id in new:
+            continue
+        result.existing += 1
+        result.existing_ids.append(entry.id)
+        if revive and entry.status == EntryStatus.WITHDRAWN.value:
+            row = by_digest[entry.digest]
+            audit.record(
+                session,
+                actor,
+                "bank.entry.resubmitted",
+                None,
+                bank=bank.name,
+                entry_id=entry.id,
+                previous=entry.status,
+                previous_case_id=entry.case_id,
+            )
+            entry.status = EntryStatus.ACTIVE.value
+            entry.case_id = str(row["case_id"]) or entry.case_id
+            entry.source_ref = str(row["source_ref"]) or entry.source_ref
+            entry.withdrawn_at = None
+            entry.status_changed_by = actor
+            entry.status_reason = "submitted again"
+            entry.updated_at = utcnow()
+            revived.append(entry.id)
+    if revived:
+        session.flush()
+        result.revived += len(revived)
+        record_change(session, bank.id, revived)
+
+
+def add_signals(
+    session: Session,
+    bank: Bank,
+    values: dict[str, str],
     added_by: str,
     source_item_id: int | None = None,
     note: str = "",
 ) -> int:
-    """Add hashes to a bank; an existing (bank, signal, value) is left as it is."""
-    rows = [
-        {
-            "bank_id": bank.id,
-            "signal": signal,
-            "value": value,
-            "added_by": added_by,
-            "source_item_id": source_item_id,
-            "note": note,
-        }
-        for signal, value in signals.items()
-        if signal in SIGNAL_TYPES and value
-    ]
-    if not rows:
-        return 0
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        insert(BankEntry).values(rows).on_conflict_do_nothing(index_elements=["bank_id", "signal", "value"])
+    """Add one upload's signals (e.g. a moderator's confirmed removal)."""
+    specs = [EntrySpec(signal, value, note=note) for signal, value in values.items() if value]
+    return add_entries(session, bank, specs, added_by=added_by, source_item_id=source_item_id).added
+
+
+def get_entry(session: Session, bank: Bank, entry_id: int) -> BankEntry:
+    entry = session.get(BankEntry, entry_id)
+    if entry is None or entry.bank_id != bank.id:
+        raise NotFound(f"no entry {entry_id} in bank {bank.name!r}")
+    return entry
+
+
+def set_status(
+    session: Session,
+    bank: Bank,
+    entries: Sequence[BankEntry],
+    status: EntryStatus,
+    *,
+    actor: str,
+    reason: str = "",
+) -> int:
+    """Change entries' status (withdraw, disable, enable, quarantine, release);
+    returns how many changed. Withdrawn entries stay withdrawn: a withdrawal is a
+    victim's or an exchange's decision, so only a new submission brings a hash back."""
+    now = utcnow()
+    changed = []
+    for entry in entries:
+        if entry.status == status.value:
+            continue
+        if entry.status == EntryStatus.WITHDRAWN.value:
+            raise Conflict(
+                f"entry {entry.id} was withdrawn; only a new submission of the hash brings it back"
+            )
+        previous = entry.status
+        entry.status = status.value
+        entry.updated_at = now
+        entry.status_changed_by = actor
+        entry.status_reason = reason
+        if status is EntryStatus.WITHDRAWN:
+            entry.withdrawn_at = now
+        changed.append(entry.id)
+        audit.record(
+            session,
+            actor,
+            f"bank.entry.{status.value}",
+            None,
+            bank=bank.name,
+            entry_id=entry.id,
+            previous=previous,
+            reason=reason,
+        )
+    if changed:
+        session.flush()
+        record_change(session, bank.id, changed)
+    return len(changed)
+
+
+def entries_by_source_ref(session: Session, bank: Bank, refs: Sequence[str]) -> list[BankEntry]:
+    if not refs:
+        return []
+    return list(
+        session.scalars(select(BankEntry).where(BankEntry.bank_id == bank.id, BankEntry.source_ref.in_(refs)))
     )
-    result = session.execute(stmt)
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
-def entries_after(session: Session, last_id: int, limit: int = 10_000) -> Iterable[IndexEntry]:
-    """Bank entries with id > last_id, oldest first: the workers' change feed."""
+def entries_by_case(session: Session, bank: Bank, case_id: str) -> list[BankEntry]:
+    return list(
+        session.scalars(
+            select(BankEntry)
+            .where(BankEntry.bank_id == bank.id, BankEntry.case_id == case_id)
+            .order_by(BankEntry.id)
+        )
+    )
+
+
+def search_entries(
+    session: Session,
+    bank: Bank,
+    *,
+    query: str = "",
+    status: str = "",
+    signal: str = "",
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[BankEntry]:
+    """Newest first. ``query`` matches a hash prefix, a case id or a source reference."""
+    stmt = select(BankEntry).where(BankEntry.bank_id == bank.id)
+    if status:
+        stmt = stmt.where(BankEntry.status == status)
+    if signal:
+        stmt = stmt.where(BankEntry.signal == signal)
+    if query:
+        q = query.strip()
+        stmt = stmt.where(
+            or_(
+                BankEntry.value_prefix.startswith(q.lower()[:64], autoescape=True),
+                BankEntry.case_id == q,
+                BankEntry.source_ref == q,
+            )
+        )
+    if before_id is not None:
+        stmt = stmt.where(BankEntry.id < before_id)
+    return list(session.scalars(stmt.order_by(BankEntry.id.desc()).limit(max(1, min(limit, 500)))))
+
+
+def bank_stats(session: Session, bank: Bank) -> dict[str, int]:
     rows = session.execute(
-        select(BankEntry.id, Bank.name, Bank.action, BankEntry.signal, BankEntry.value)
+        select(BankEntry.status, func.count(), func.coalesce(func.sum(BankEntry.match_count), 0))
+        .where(BankEntry.bank_id == bank.id)
+        .group_by(BankEntry.status)
+    ).all()
+    out = {s.value: 0 for s in EntryStatus}
+    matches = 0
+    for status, count, hits in rows:
+        out[status] = int(count)
+        matches += int(hits)
+    out["matches"] = matches
+    return out
+
+
+def quarantined_entries(session: Session, limit: int = 200) -> list[tuple[BankEntry, str]]:
+    rows = session.execute(
+        select(BankEntry, Bank.name)
         .join(Bank, Bank.id == BankEntry.bank_id)
-        .where(BankEntry.id > last_id)
-        .order_by(BankEntry.id)
+        .where(BankEntry.status == EntryStatus.QUARANTINED.value)
+        .order_by(BankEntry.updated_at.desc())
         .limit(limit)
     ).all()
-    return [IndexEntry(r[0], r[1], BankAction(r[2]), r[3], r[4]) for r in rows]
+    return [(e, name) for e, name in rows]
+
+
+def hit_history(session: Session, entry_id: int, limit: int = 48) -> list[tuple[datetime, int]]:
+    rows = session.execute(
+        select(BankEntryHits.window_start, BankEntryHits.hits)
+        .where(BankEntryHits.entry_id == entry_id)
+        .order_by(BankEntryHits.window_start.desc())
+        .limit(limit)
+    ).all()
+    return [(w, int(h)) for w, h in rows]
+
+
+# -- match statistics and flood control -----------------------------------------------
+def record_matches(
+    session: Session, matches: Sequence[Match], flood: FloodPolicy, now: datetime | None = None
+) -> list[int]:
+    """Count one upload's matches per entry and quarantine entries over the flood
+    limit. Runs in the caller's transaction (the one that stores the outcome), so a
+    redelivered event is never counted twice. Returns the newly quarantined ids."""
+    entry_ids = sorted({m.entry_id for m in matches})
+    if not entry_ids:
+        return []
+    now = now or utcnow()
+    # Sorted ids: concurrent workers lock the same rows in the same order (no deadlock).
+    session.execute(
+        update(BankEntry)
+        .where(BankEntry.id.in_(entry_ids))
+        .values(match_count=BankEntry.match_count + 1, last_matched_at=now)
+    )
+    if flood.max_hits <= 0:
+        return []
+    epoch = int(now.timestamp())
+    window = now - timedelta(seconds=epoch % flood.window_seconds, microseconds=now.microsecond)
+    upsert = _insert(session)
+    over: list[int] = []
+    for entry_id in entry_ids:
+        stmt = upsert(BankEntryHits).values(entry_id=entry_id, window_start=window, hits=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["entry_id", "window_start"], set_={"hits": BankEntryHits.hits + 1}
+        ).returning(BankEntryHits.hits)
+        if int(session.scalar(stmt) or 0) >= flood.max_hits:
+            over.append(entry_id)
+    quarantined: list[int] = []
+    for entry in session.scalars(
+        select(BankEntry).where(BankEntry.id.in_(over), BankEntry.status == EntryStatus.ACTIVE.value)
+    ):
+        bank = session.get(Bank, entry.bank_id)
+        assert bank is not None
+        set_status(
+            session,
+            bank,
+            [entry],
+            EntryStatus.QUARANTINED,
+            actor="flood-control",
+            reason=f"{flood.max_hits} or more matches within {flood.window_seconds} s",
+        )
+        quarantined.append(entry.id)
+    return quarantined
+
+
+def export_records(
+    session: Session, bank: Bank, statuses: Sequence[str] | None
+) -> Iterator[dict[str, object]]:
+    """Entries as export rows (oldest first), streamed in pages."""
+    last = 0
+    while True:
+        stmt = select(BankEntry).where(BankEntry.bank_id == bank.id, BankEntry.id > last)
+        if statuses is not None:
+            stmt = stmt.where(BankEntry.status.in_(statuses))
+        page = list(session.scalars(stmt.order_by(BankEntry.id).limit(5000)))
+        if not page:
+            return
+        for e in page:
+            yield entry_dict(e, bank.name)
+        last = page[-1].id
+
+
+def entry_dict(e: BankEntry, bank_name: str) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "bank": bank_name,
+        "signal": e.signal,
+        "value": e.value,
+        "status": e.status,
+        "source_ref": e.source_ref,
+        "case_id": e.case_id,
+        "note": e.note,
+        "added_by": e.added_by,
+        "added_at": e.created_at.isoformat(),
+        "status_changed_by": e.status_changed_by,
+        "status_reason": e.status_reason,
+        "withdrawn_at": e.withdrawn_at.isoformat() if e.withdrawn_at else None,
+        "match_count": e.match_count,
+        "last_matched_at": e.last_matched_at.isoformat() if e.last_matched_at else None,
+    }

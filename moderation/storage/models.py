@@ -67,23 +67,109 @@ class Bank(Base):
     __tablename__ = "banks"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    action: Mapped[str] = mapped_column(String(20))  # auto_remove | review
+    action: Mapped[str] = mapped_column(String(20))  # auto_remove | review_high | review | allow
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Per-signal thresholds: PDQ Hamming distance (images and video frames), and
+    # the share of video frames that must match both ways.
+    pdq_distance: Mapped[int] = mapped_column(Integer, default=31)
+    vpdq_share: Mapped[float] = mapped_column(Float, default=0.8)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    source: Mapped[str] = mapped_column(String(20), default="local")  # local | stopncii | ncmec | file_import
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class BankEntry(Base):
     __tablename__ = "bank_entries"
-    __table_args__ = (UniqueConstraint("bank_id", "signal", "value", name="uq_bank_entry"),)
-    # Ids only grow: workers apply new entries incrementally with "id > last seen".
+    __table_args__ = (
+        UniqueConstraint("bank_id", "digest", name="uq_bank_entry_digest"),
+        Index("ix_bank_entries_bank_status", "bank_id", "status", "id"),
+        Index("ix_bank_entries_source_ref", "bank_id", "source_ref"),
+        Index("ix_bank_entries_case_id", "case_id"),
+        Index("ix_bank_entries_value_prefix", "signal", "value_prefix"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="CASCADE"))
-    signal: Mapped[str] = mapped_column(String(16))  # sha256 | md5 | pdq
-    value: Mapped[str] = mapped_column(String(128))
+    signal: Mapped[str] = mapped_column(String(16))  # sha256 | md5 | pdq | vpdq
+    value: Mapped[str] = mapped_column(Text)
+    # sha256(signal:value): uniqueness for values too long to index (vPDQ frame lists).
+    digest: Mapped[str] = mapped_column(String(64))
+    value_prefix: Mapped[str] = mapped_column(String(64), default="")  # first 64 chars, for search
+    status: Mapped[str] = mapped_column(String(20), default="active")  # see domain.EntryStatus
+    source_ref: Mapped[str] = mapped_column(String(200), default="")
+    case_id: Mapped[str] = mapped_column(String(200), default="")
     source_item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     added_by: Mapped[str] = mapped_column(String(100), default="")
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status_changed_by: Mapped[str] = mapped_column(String(100), default="")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    match_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_matched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class BankChange(Base):
+    """The workers' change feed: one row per bank or entry change, ids from one
+    sequence. Readers re-read the row's current state, so a change row carries no data."""
+
+    __tablename__ = "bank_changes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    bank_id: Mapped[int] = mapped_column(BigInteger)
+    entry_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class BankEntryHits(Base):
+    """Matches per entry per time window: flood control counts these."""
+
+    __tablename__ = "bank_entry_hits"
+    entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    hits: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ExchangeState(Base):
+    """Incremental sync state of one hash exchange (StopNCII, NCMEC)."""
+
+    __tablename__ = "exchange_state"
+    exchange: Mapped[str] = mapped_column(String(50), primary_key=True)
+    bank: Mapped[str] = mapped_column(String(100))
+    checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ExchangeFeedback(Base):
+    """Feedback owed to an exchange after a moderator's decision (an outbox)."""
+
+    __tablename__ = "exchange_feedback"
+    __table_args__ = (Index("ix_exchange_feedback_item", "item_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(50))
+    source_ref: Mapped[str] = mapped_column(String(200))
+    entry_id: Mapped[int] = mapped_column(BigInteger)
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    blocked: Mapped[bool] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # set when the exchange refused it
+
+
+class ApiToken(Base):
+    """A service or trusted-flagger token. Only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    bank: Mapped[str | None] = mapped_column(String(100), nullable=True)  # submissions land here
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Item(Base):
@@ -105,6 +191,7 @@ class Item(Base):
     md5: Mapped[str] = mapped_column(String(32))
     pdq: Mapped[str] = mapped_column(String(64))
     pdq_quality: Mapped[int] = mapped_column(Integer)
+    vpdq: Mapped[str | None] = mapped_column(Text, nullable=True)  # video frame hashes, vPDQ text
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_version: Mapped[str] = mapped_column(String(100), default="")
     matches: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from moderation.domain import Action, ItemState, Route, Source
 from moderation.pipeline import Analysis
-from moderation.storage import audit, outbox
+from moderation.storage import audit, banks, exchange_store, outbox
+from moderation.storage.banks import FloodPolicy
 from moderation.storage.models import Item, ItemMedia
 
 
@@ -17,9 +18,13 @@ def find_item_id(session: Session, event_id: str) -> int | None:
     return session.scalar(select(Item.id).where(Item.event_id == event_id))
 
 
-def record_analysis(session: Session, analysis: Analysis, publish_allow: bool) -> tuple[int, bool]:
-    """Insert the outcome; returns (item id, created). A concurrent or earlier
-    insert of the same event id wins and this call returns its id with created=False."""
+def record_analysis(
+    session: Session, analysis: Analysis, publish_allow: bool, flood: FloodPolicy | None = None
+) -> tuple[int, bool, list[int]]:
+    """Insert the outcome and count its bank matches (flood control); returns
+    (item id, created, ids of entries this outcome quarantined). A concurrent or
+    earlier insert of the same event id wins and this call returns its id with
+    created=False, counting nothing."""
     event, verdict, hashes = analysis.event, analysis.verdict, analysis.hashes
     queued = verdict.route in (Route.REVIEW, Route.AUTO_REMOVE)
     item = Item(
@@ -33,6 +38,7 @@ def record_analysis(session: Session, analysis: Analysis, publish_allow: bool) -
         md5=hashes.md5,
         pdq=hashes.pdq,
         pdq_quality=hashes.pdq_quality,
+        vpdq=hashes.vpdq,
         score=analysis.score,
         model_version=analysis.model_version,
         matches=[m.as_dict() for m in verdict.matches],
@@ -49,6 +55,7 @@ def record_analysis(session: Session, analysis: Analysis, publish_allow: bool) -
         key = f"{event.content_id}:{event.event_id}:pipeline"
         if verdict.route is Route.AUTO_REMOVE:
             outbox.add_decision(session, item, Action.REMOVE, Source.HASH_MATCH, verdict.reason, key)
+            exchange_store.queue_feedback(session, item, blocked=True)
             audit.record(
                 session,
                 "pipeline",
@@ -60,11 +67,12 @@ def record_analysis(session: Session, analysis: Analysis, publish_allow: bool) -
             )
         elif verdict.route is Route.ALLOW and publish_allow:
             outbox.add_decision(session, item, Action.ALLOW, Source.CLASSIFIER, verdict.reason, key)
+        quarantined = banks.record_matches(session, verdict.matches, flood or FloodPolicy())
         session.commit()
-        return item.id, True
+        return item.id, True, quarantined
     except IntegrityError:
         session.rollback()
         existing = find_item_id(session, event.event_id)
         if existing is None:
             raise
-        return existing, False
+        return existing, False, []

@@ -48,13 +48,16 @@ def create_app(
         publisher=DecisionPublisher(settings, sessions, metrics, send_decision),
     )
 
-    from moderation.web import api, auth, console, health, security
+    from moderation.web import admin, api, auth, banks_api, console, health, security, submissions_api
 
     security.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(banks_api.bp)
+    app.register_blueprint(submissions_api.bp)
+    app.register_blueprint(admin.bp)
     return app
 
 

@@ -35,7 +35,7 @@ def _bank_image(sessions: Any, name: str, action: BankAction, data: bytes) -> No
     hashes = hash_media(data, decode_image(data, 10**8)[1])
     with sessions() as s:
         bank = banks.get_or_create_bank(s, name, action)
-        banks.add_entries(s, bank, hashes.signals(), added_by="test")
+        banks.add_signals(s, bank, hashes.signals(), added_by="test")
         s.commit()
 
 

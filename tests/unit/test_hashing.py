@@ -4,9 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from moderation.domain import BankAction, HashSet
+from moderation.domain import HashSet
 from moderation.hashing import crypto, hash_media, pdq
-from moderation.hashing.index import BankIndex, IndexEntry
 from moderation.media.decode import decode_image
 from tests.support.images import encode, reencoded_copy, synthetic_image
 
@@ -47,55 +46,3 @@ def test_large_images_hash_like_their_downscaled_version():
 def test_distance_rejects_malformed_hashes():
     with pytest.raises(ValueError):
         pdq.distance("zz" * 32, "00" * 32)
-
-
-def _entry(i: int, signal: str, value: str, bank: str = "b", action: BankAction = BankAction.AUTO_REMOVE):
-    return IndexEntry(i, bank, action, signal, value)
-
-
-def test_index_matches_exact_and_near_hashes_best_first():
-    target = hashes_of(encode(synthetic_image(10)))
-    near = hashes_of(reencoded_copy(synthetic_image(10)))
-    far = hashes_of(encode(synthetic_image(11)))
-    index = BankIndex(pdq_match_distance=31)
-    index.add(
-        [
-            _entry(1, "sha256", target.sha256, "victims"),
-            _entry(2, "pdq", near.pdq, "confirmed"),
-            _entry(3, "pdq", far.pdq, "other"),
-            _entry(4, "md5", "0" * 32, "junk"),
-        ]
-    )
-    found = index.match(target)
-    assert [(m.bank, m.signal) for m in found] == [("victims", "sha256"), ("confirmed", "pdq")]
-    assert found[0].distance == 0 and 0 < found[1].distance <= 31
-    assert index.match(far)[0].bank == "other"
-
-
-def test_index_threshold_is_inclusive_and_configurable():
-    base = "0" * 64
-    at_31 = "f" * 7 + "7" + "0" * 56  # 31 bits set
-    assert pdq.distance(base, at_31) == 31
-    hs = HashSet(sha256="s", md5="m", pdq=base, pdq_quality=100)
-    index = BankIndex(pdq_match_distance=31)
-    index.add([_entry(1, "pdq", at_31)])
-    assert len(index.match(hs)) == 1
-    strict = BankIndex(pdq_match_distance=30)
-    strict.add([_entry(1, "pdq", at_31)])
-    assert strict.match(hs) == []
-
-
-def test_index_add_is_idempotent_by_entry_id():
-    index = BankIndex()
-    entries = [_entry(5, "sha256", "a"), _entry(6, "pdq", "0" * 64)]
-    assert index.add(entries) == 2
-    assert index.add(entries) == 0
-    assert len(index) == 2 and index.last_entry_id == 6
-
-
-def test_a_malformed_bank_entry_is_skipped_not_fatal():
-    good = hashes_of(encode(synthetic_image(12)))
-    index = BankIndex()
-    added = index.add([_entry(1, "pdq", "not-a-hash"), _entry(2, "pdq", good.pdq)])
-    assert added == 1 and index.last_entry_id == 2
-    assert [m.entry_id for m in index.match(good)] == [2]

@@ -62,3 +62,42 @@ def test_matches_are_reported_best_first():
     verdict = route([m(REVIEW, "pdq", 12), m(AUTO, "pdq", 25), m(REVIEW, "pdq", 3)], 0.0, 90, POLICY)
     assert [x.distance for x in verdict.matches][:1] == [25] or verdict.matches[0].bank_action is AUTO
     assert [x.distance for x in verdict.matches if x.bank_action is REVIEW] == [3, 12]
+
+
+HIGH, ALLOW = BankAction.REVIEW_HIGH, BankAction.ALLOW
+
+
+def q(action: BankAction, signal: str = "pdq", distance: int = 0) -> Match:
+    return Match("b", action, 2, signal, distance, quarantined=True)
+
+
+@pytest.mark.parametrize(
+    ("matches", "score", "route_", "reason"),
+    [
+        # allowlists suppress classifier-only flags ...
+        ([m(ALLOW, "pdq", 4)], 0.99, Route.ALLOW, "allowlist_match"),
+        ([m(ALLOW, "sha256")], 0.7, Route.ALLOW, "allowlist_match"),
+        # ... but never an auto_remove or review match
+        ([m(ALLOW, "sha256"), m(AUTO, "sha256")], 0.99, Route.AUTO_REMOVE, "bank_match_auto_remove"),
+        ([m(ALLOW, "sha256"), m(REVIEW, "pdq", 9)], 0.0, Route.REVIEW, "bank_match_review"),
+        # a quarantined allowlist entry suppresses nothing
+        ([q(ALLOW)], 0.99, Route.REVIEW, "classifier_score"),
+        ([q(ALLOW)], 0.1, Route.ALLOW, "below_threshold"),
+        # a quarantined auto_remove entry falls back to review
+        ([q(AUTO, "sha256")], 0.0, Route.REVIEW, "bank_match_review"),
+        ([q(AUTO, "sha256"), m(AUTO, "md5")], 0.0, Route.AUTO_REMOVE, "bank_match_auto_remove"),
+        # review_high reviews, video matches are confident
+        ([m(HIGH, "pdq", 3)], 0.0, Route.REVIEW, "bank_match_review"),
+        ([m(AUTO, "vpdq", 20)], 0.0, Route.AUTO_REMOVE, "bank_match_auto_remove"),
+    ],
+)
+def test_allowlists_quarantine_and_review_high(matches, score, route_, reason):
+    verdict = route(matches, score, 90, POLICY)
+    assert (verdict.route, verdict.reason) == (route_, reason)
+
+
+def test_review_high_and_quarantined_removals_outrank_plain_review():
+    high = route([m(HIGH, "pdq", 10)], 0.0, 90, POLICY).priority
+    quarantined = route([q(AUTO, "pdq", 10)], 0.0, 90, POLICY).priority
+    plain = route([m(REVIEW, "pdq", 10)], 0.0, 90, POLICY).priority
+    assert high > plain and quarantined > plain

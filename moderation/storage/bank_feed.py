@@ -1,0 +1,196 @@
+"""The bank change feed that keeps every worker's in-memory index current.
+
+Each bank or entry change writes a ``bank_changes`` row (storage/banks.py). A
+worker loads every matchable entry once at start, then polls for change rows
+after its watermark and re-reads the changed rows' current state, so applying a
+change twice is harmless.
+
+Change ids come from one sequence, but on PostgreSQL a transaction that took a
+smaller id can commit after one that took a larger id. ``ChangeCursor`` therefore
+remembers ids it has not seen below the largest seen one ("gaps") and keeps
+asking for them until they appear or ``gap_timeout_s`` passes (a rolled-back
+transaction leaves a gap forever). It is pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.domain import BankAction, BankConfig, EntryState, EntryStatus
+from moderation.storage.models import Bank, BankChange, BankEntry
+
+PAGE = 10_000
+LOAD_PAGE = 100_000  # the index takes big batches best (one merge per batch)
+START_LOOKBACK = 10_000  # change ids re-read at start, for transactions still open then
+
+
+@dataclass
+class ChangeCursor:
+    watermark: int = 0  # every id <= watermark is applied or given up
+    gap_timeout_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _seen: set[int] = field(default_factory=set)  # ids > watermark already applied
+    _gaps: dict[int, float] = field(default_factory=dict)  # missing id -> first noticed
+
+    def fresh(self, ids: Iterable[int]) -> list[int]:
+        """The ids not applied yet, in order; marks them applied and advances."""
+        new = sorted(i for i in set(ids) if i > self.watermark and i not in self._seen)
+        self._seen.update(new)
+        self._advance()
+        return new
+
+    @property
+    def gaps(self) -> list[int]:
+        return sorted(self._gaps)
+
+    @property
+    def high(self) -> int:
+        """The largest id applied: new rows are those above it, or in a gap."""
+        return max(self._seen, default=self.watermark)
+
+    def _advance(self) -> None:
+        if not self._seen:
+            return
+        now = self.clock()
+        top = max(self._seen)
+        for missing in range(self.watermark + 1, top):
+            if missing not in self._seen and missing not in self._gaps:
+                self._gaps[missing] = now
+        while self.watermark < top:
+            nxt = self.watermark + 1
+            if nxt in self._seen:
+                self._seen.discard(nxt)
+            elif nxt in self._gaps and now - self._gaps[nxt] >= self.gap_timeout_s:
+                del self._gaps[nxt]  # rolled back, or open far too long
+            else:
+                break
+            self.watermark = nxt
+        for gap in [g for g in self._gaps if g <= self.watermark]:
+            del self._gaps[gap]
+
+
+def load_banks(session: Session) -> list[BankConfig]:
+    return [
+        BankConfig(b.id, b.name, BankAction(b.action), b.pdq_distance, b.vpdq_share, b.enabled)
+        for b in session.scalars(select(Bank))
+    ]
+
+
+def latest_change_id(session: Session) -> int:
+    return int(session.scalar(select(func.coalesce(func.max(BankChange.id), 0))) or 0)
+
+
+def matchable_entries(session: Session, page: int = LOAD_PAGE) -> Iterator[list[EntryState]]:
+    """Every active or quarantined entry, in pages by id (keyset pagination)."""
+    last = 0
+    statuses = [s.value for s in EntryStatus if s.matches]
+    while True:
+        rows = session.execute(
+            select(BankEntry.id, BankEntry.bank_id, BankEntry.signal, BankEntry.value, BankEntry.status)
+            .where(BankEntry.id > last, BankEntry.status.in_(statuses))
+            .order_by(BankEntry.id)
+            .limit(page)
+        ).all()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [EntryState(r[0], r[1], r[2], r[3], EntryStatus(r[4])) for r in rows]
+
+
+@dataclass
+class ChangeBatch:
+    banks_changed: bool
+    entries: list[EntryState]
+    more: bool = False  # a full page: ask again
+
+
+def changes_after(session: Session, cursor: ChangeCursor, limit: int = PAGE) -> ChangeBatch:
+    """New change rows after the cursor (and any open gaps), with current state."""
+    rows = list(
+        session.execute(
+            select(BankChange.id, BankChange.entry_id)
+            .where(BankChange.id > cursor.high)
+            .order_by(BankChange.id)
+            .limit(limit)
+        ).all()
+    )
+    gaps = cursor.gaps[:1000]
+    if gaps:
+        rows += session.execute(
+            select(BankChange.id, BankChange.entry_id).where(BankChange.id.in_(gaps))
+        ).all()
+    fresh = set(cursor.fresh(r[0] for r in rows))
+    entry_ids = sorted({r[1] for r in rows if r[0] in fresh and r[1] is not None})
+    banks_changed = any(r[1] is None for r in rows if r[0] in fresh)
+    entries: list[EntryState] = []
+    for start in range(0, len(entry_ids), 1000):
+        chunk = entry_ids[start : start + 1000]
+        for r in session.execute(
+            select(
+                BankEntry.id, BankEntry.bank_id, BankEntry.signal, BankEntry.value, BankEntry.status
+            ).where(BankEntry.id.in_(chunk))
+        ):
+            entries.append(EntryState(r[0], r[1], r[2], r[3], EntryStatus(r[4])))
+    return ChangeBatch(banks_changed, entries, more=len(rows) >= limit)
+
+
+def start_cursor(session: Session, gap_timeout_s: float = 300.0) -> ChangeCursor:
+    """A cursor for a worker that loads the full state now: it re-reads recent
+    change ids so a transaction still open at load time is not missed."""
+    return ChangeCursor(
+        watermark=max(0, latest_change_id(session) - START_LOOKBACK), gap_timeout_s=gap_timeout_s
+    )
+
+
+class IndexTarget(Protocol):
+    def set_banks(self, banks: Iterable[BankConfig]) -> None: ...
+    def apply(self, entries: Iterable[EntryState]) -> int: ...
+    def __len__(self) -> int: ...
+
+
+class IndexFeeder:
+    """Loads a bank index from the database and keeps it current.
+
+    ``refresh`` is cheap when nothing changed (one indexed query); callers run it
+    every ``BANK_REFRESH_SECONDS``. Database errors propagate to the caller's
+    retry loop; the index is left as it was, and the next refresh resumes."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], index: IndexTarget, gap_timeout_s: float = 300.0
+    ) -> None:
+        self.sessions = sessions
+        self.index = index
+        self.gap_timeout_s = gap_timeout_s
+        self.cursor: ChangeCursor | None = None
+
+    def load(self, progress: Callable[[int], None] | None = None) -> int:
+        with self.sessions() as session:
+            cursor = start_cursor(session, self.gap_timeout_s)
+            self.index.set_banks(load_banks(session))
+            total = 0
+            for page in matchable_entries(session):
+                total += self.index.apply(page)
+                if progress is not None:
+                    progress(total)
+        self.cursor = cursor
+        return total
+
+    def refresh(self) -> int:
+        if self.cursor is None:
+            return self.load()
+        applied = 0
+        with self.sessions() as session:
+            while True:
+                batch = changes_after(session, self.cursor)
+                if batch.banks_changed:
+                    self.index.set_banks(load_banks(session))
+                applied += self.index.apply(batch.entries)
+                if not batch.more:
+                    break
+        return applied

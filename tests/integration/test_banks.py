@@ -1,0 +1,163 @@
+"""Banks on PostgreSQL: entries, lifecycle, flood control, and the change feed
+that brings every change into a worker's index without a rebuild."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from moderation.domain import BankAction, EntrySpec, EntryStatus, HashSet, Match
+from moderation.errors import Conflict, NotFound, RequestError
+from moderation.hashing.index import BankIndex
+from moderation.storage import banks
+from moderation.storage.bank_feed import IndexFeeder
+from moderation.storage.models import AuditRecord
+
+PDQ_A = "a" * 64
+PDQ_B = "5" * 64
+
+
+def hashes(pdq: str = PDQ_A, sha: str = "0" * 64) -> HashSet:
+    return HashSet(sha, "0" * 32, pdq, 100)
+
+
+def test_entries_are_validated_deduplicated_and_searchable(sessions):
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="t")
+        result = banks.add_entries(
+            s,
+            bank,
+            [
+                EntrySpec("pdq", PDQ_A.upper(), case_id="case-1"),
+                EntrySpec("sha256", "b" * 64, source_ref="sx"),
+            ],
+            added_by="t",
+        )
+        assert (result.added, result.existing) == (2, 0)
+        again = banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A)], added_by="t")
+        assert (again.added, again.existing) == (0, 1)
+        with pytest.raises(RequestError, match="pdq value must be 64 hex"):
+            banks.add_entries(s, bank, [EntrySpec("pdq", "xyz")], added_by="t")
+        with pytest.raises(RequestError, match="unknown signal"):
+            banks.add_entries(s, bank, [EntrySpec("phash", "ab")], added_by="t")
+        with pytest.raises(Conflict):
+            banks.create_bank(s, "victims", "review", actor="t")
+        with pytest.raises(RequestError):
+            banks.create_bank(s, "Bad Name", "review", actor="t")
+        with pytest.raises(NotFound):
+            banks.get_bank(s, "nope")
+        assert [e.value for e in banks.search_entries(s, bank, query="aaaa")] == [PDQ_A]
+        assert [e.signal for e in banks.search_entries(s, bank, query="case-1")] == ["pdq"]
+        assert [e.signal for e in banks.search_entries(s, bank, query="sx")] == ["sha256"]
+        assert len(banks.search_entries(s, bank)) == 2
+        s.commit()
+
+
+def test_withdrawal_is_recorded_and_final(sessions):
+    with sessions() as s:
+        bank = banks.create_bank(s, "stop", "auto_remove", actor="t")
+        banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A, case_id="c9")], added_by="t")
+        entries = banks.entries_by_case(s, bank, "c9")
+        assert (
+            banks.set_status(s, bank, entries, EntryStatus.WITHDRAWN, actor="helpline", reason="victim") == 1
+        )
+        entry = entries[0]
+        assert entry.status == "withdrawn" and entry.withdrawn_at is not None
+        assert entry.status_changed_by == "helpline" and entry.value == PDQ_A  # kept, not deleted
+        with pytest.raises(Conflict):
+            banks.set_status(s, bank, entries, EntryStatus.ACTIVE, actor="x")
+        actions = [a.action for a in s.scalars(select(AuditRecord).order_by(AuditRecord.id))]
+        assert "bank.entry.withdrawn" in actions
+        s.commit()
+
+
+def test_flood_control_quarantines_an_entry_that_matches_too_often(sessions):
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="t")
+        entry_id = banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A)], added_by="t").ids[0]
+        match = Match("victims", BankAction.AUTO_REMOVE, entry_id, "pdq", 3)
+        flood = banks.FloodPolicy(max_hits=3, window_seconds=3600)
+        now = datetime(2026, 11, 28, 10, 5, tzinfo=UTC)
+        assert banks.record_matches(s, [match], flood, now) == []
+        assert banks.record_matches(s, [match], flood, now) == []
+        assert banks.record_matches(s, [match], flood, now) == [entry_id]
+        assert banks.record_matches(s, [match], flood, now) == []  # already quarantined
+        entry = banks.get_entry(s, bank, entry_id)
+        assert entry.status == "quarantined" and entry.match_count == 4
+        assert entry.status_changed_by == "flood-control"
+        assert [e.id for e, name in banks.quarantined_entries(s)] == [entry_id]
+        assert banks.hit_history(s, entry_id)[0][1] == 4
+        s.commit()
+
+
+def test_the_feed_brings_every_change_into_the_index(sessions):
+    index = BankIndex()
+    feeder = IndexFeeder(sessions, index)
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="t")
+        banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A)], added_by="t")
+        s.commit()
+    assert feeder.load() == 1
+    assert [m.bank for m in index.match(hashes())] == ["victims"]
+
+    with sessions() as s:  # a new entry, in another bank
+        watch = banks.create_bank(s, "watch", "review", actor="t")
+        banks.add_entries(s, watch, [EntrySpec("sha256", "c" * 64)], added_by="t")
+        s.commit()
+    feeder.refresh()
+    assert [m.bank for m in index.match(hashes(PDQ_B, "c" * 64))] == ["watch"]
+
+    with sessions() as s:  # withdrawn: stops matching
+        bank = banks.get_bank(s, "victims")
+        banks.set_status(s, bank, banks.search_entries(s, bank), EntryStatus.WITHDRAWN, actor="t")
+        s.commit()
+    feeder.refresh()
+    assert index.match(hashes()) == []
+
+    with sessions() as s:  # a disabled bank stops matching, re-enabled matches again
+        banks.update_bank(s, banks.get_bank(s, "watch"), actor="t", enabled=False)
+        s.commit()
+    feeder.refresh()
+    assert index.match(hashes(PDQ_B, "c" * 64)) == []
+    with sessions() as s:
+        banks.update_bank(s, banks.get_bank(s, "watch"), actor="t", enabled=True, action="review_high")
+        s.commit()
+    feeder.refresh()
+    assert [m.bank_action for m in index.match(hashes(PDQ_B, "c" * 64))] == [BankAction.REVIEW_HIGH]
+
+
+def test_export_lists_entries_with_metadata(sessions):
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="t")
+        banks.add_entries(
+            s,
+            bank,
+            [EntrySpec("pdq", PDQ_A, case_id="c1", note="n"), EntrySpec("md5", "d" * 32)],
+            added_by="t",
+        )
+        rows = list(banks.export_records(s, bank, None))
+        assert [(r["signal"], r["case_id"], r["status"]) for r in rows] == [
+            ("pdq", "c1", "active"),
+            ("md5", "", "active"),
+        ]
+        assert banks.bank_stats(s, bank)["active"] == 2
+
+
+def test_a_new_submission_revives_a_withdrawn_hash_and_reports_existing_ids(sessions):
+    with sessions() as s:
+        bank = banks.create_bank(s, "helpline", "auto_remove", actor="t")
+        first = banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A, case_id="old")], added_by="t")
+        banks.set_status(s, bank, banks.entries_by_case(s, bank, "old"), EntryStatus.WITHDRAWN, actor="t")
+        plain = banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A, case_id="new")], added_by="t")
+        assert (plain.added, plain.existing, plain.revived, plain.existing_ids) == (0, 1, 0, first.ids)
+        assert banks.get_entry(s, bank, first.ids[0]).status == "withdrawn"
+        again = banks.add_entries(
+            s, bank, [EntrySpec("pdq", PDQ_A, case_id="new")], added_by="hl", revive=True
+        )
+        assert again.revived == 1
+        entry = banks.get_entry(s, bank, first.ids[0])
+        assert (entry.status, entry.case_id, entry.withdrawn_at) == ("active", "new", None)
+        with pytest.raises(RequestError, match="reserved"):
+            banks.create_bank(s, "quarantined", "review", actor="t")
