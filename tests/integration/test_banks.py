@@ -161,3 +161,26 @@ def test_a_new_submission_revives_a_withdrawn_hash_and_reports_existing_ids(sess
         assert (entry.status, entry.case_id, entry.withdrawn_at) == ("active", "new", None)
         with pytest.raises(RequestError, match="reserved"):
             banks.create_bank(s, "quarantined", "review", actor="t")
+
+
+def test_flood_control_and_the_feed_work_on_the_embedded_sqlite_default(sqlite_url):
+    from moderation.storage.db import make_engine, make_sessionmaker
+
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    index = BankIndex()
+    feeder = IndexFeeder(sessions, index)
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="t")
+        entry_id = banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A)], added_by="t").ids[0]
+        s.commit()
+    feeder.load()
+    match = index.match(hashes())[0]
+    with sessions() as s:
+        flood = banks.FloodPolicy(max_hits=2, window_seconds=3600)
+        assert banks.record_matches(s, [match], flood) == []
+        assert banks.record_matches(s, [match], flood) == [entry_id]
+        s.commit()
+    feeder.refresh()
+    assert index.match(hashes())[0].quarantined
+    engine.dispose()
