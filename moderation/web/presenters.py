@@ -22,8 +22,26 @@ def item_dict(item: Item) -> dict[str, Any]:
         "classifier_score": item.score,
         "model_version": item.model_version or None,
         "matches": item.matches or [],
-        "hashes": {"sha256": item.sha256, "md5": item.md5, "pdq": item.pdq, "pdq_quality": item.pdq_quality},
+        "media_kind": "video" if item.vpdq else "image",
+        "hashes": {
+            "sha256": item.sha256,
+            "md5": item.md5,
+            "pdq": item.pdq,
+            "pdq_quality": item.pdq_quality,
+            "vpdq_frames": _frame_count(item.vpdq),
+        },
         "lease_expires_at": item.lease_expires_at.isoformat() if item.lease_expires_at else None,
         "created_at": item.created_at.isoformat(),
         "decided_at": item.decided_at.isoformat() if item.decided_at else None,
     }
+
+
+def _frame_count(vpdq: str | None) -> int | None:
+    if not vpdq:
+        return None
+    from moderation.hashing.video import parse
+
+    try:
+        return len(parse(vpdq))
+    except ValueError:
+        return None

@@ -37,7 +37,7 @@ def init_app(app: Flask) -> None:
 def _security_headers(response: Any) -> Any:
     response.headers.setdefault(
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

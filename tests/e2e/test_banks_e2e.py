@@ -116,3 +116,31 @@ def test_unrelated_images_do_not_match_through_variants(
         img = np.ascontiguousarray(synthetic_image(500 + i)[:, ::-1])
         item = _outcome(sessions, _publish(publish, settings, media_server, f"u{i}.jpg", encode(img)))
         assert item.matches == [] and item.route == "allow"
+
+
+def test_a_banked_video_blocks_its_reencoded_copy(
+    settings_factory, sessions, start_worker, publish, media_server
+):
+    from moderation.hashing import hash_video_bytes
+    from tests.support.videos import reencoded_video, synthetic_video
+
+    original = synthetic_video(None, seed=7, seconds=4)
+    hashes = hash_video_bytes(original)
+    assert hashes.vpdq and len(hashes.vpdq_frames) >= 3
+    with sessions() as s:
+        bank = banks.create_bank(s, "victim-videos", "auto_remove", actor="test")
+        banks.add_signals(s, bank, hashes.signals(), added_by="test")
+        s.commit()
+    settings = settings_factory()
+    start_worker(settings, classifier=FixedScoreClassifier(0.0))
+
+    copy = _outcome(
+        sessions, _publish(publish, settings, media_server, "copy.webm", reencoded_video(original))
+    )
+    assert copy.route == "auto_remove", (copy.reason, copy.matches)
+    assert copy.matches[0]["signal"] == "vpdq" and copy.matches[0]["share"] >= 0.8
+    assert copy.vpdq  # the item keeps its frame hashes, so a confirmed removal banks them
+    other = _outcome(
+        sessions, _publish(publish, settings, media_server, "other.mp4", synthetic_video(None, seed=8))
+    )
+    assert other.matches == [] and other.route == "allow"

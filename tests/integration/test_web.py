@@ -173,3 +173,46 @@ def test_a_stalled_broker_never_holds_up_a_decision(settings_factory, sessions):
     finally:
         stop.set()
         release.set()
+
+
+def test_a_video_item_is_shown_muted_blurred_and_never_autoplayed(settings_factory, sessions):
+    from moderation.hashing.video import VideoFrameHash, serialize
+    from tests.support.videos import synthetic_video
+
+    frames = [VideoFrameHash("d" * 64, 90, float(i), i) for i in range(3)]
+    with sessions() as s:
+        item = make_item(
+            1,
+            vpdq=serialize(frames),
+            matches=[
+                {
+                    "bank": "b",
+                    "bank_action": "auto_remove",
+                    "entry_id": 3,
+                    "signal": "vpdq",
+                    "distance": 12,
+                    "variant": "original",
+                    "share": 0.9,
+                }
+            ],
+        )
+        s.add(item)
+        s.flush()
+        s.add(
+            ItemMedia(
+                item_id=item.id, content_type="video/mp4", data=synthetic_video(None, seed=1, seconds=1)
+            )
+        )
+        s.commit()
+        item_id = item.id
+    app = make_app(settings_factory())
+    c = app.test_client()
+    csrf = login(c, "ana", add_user(sessions, "ana"))
+    assert c.post("/next", data={"csrf_token": csrf}).status_code == 302  # claims it
+    page = c.get(f"/items/{item_id}").get_data(as_text=True)
+    assert '<figure class="media blurred"' in page
+    assert "<video" in page and " muted " in page and "autoplay" not in page
+    assert "90% of frames" in page and "3 video frame hashes" in page
+    media = c.get(f"/items/{item_id}/media")
+    assert media.status_code == 200 and media.mimetype == "video/mp4"
+    assert "media-src 'self'" in media.headers["Content-Security-Policy"]
