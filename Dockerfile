@@ -22,9 +22,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 # Toolchain only for dependencies that ship no manylinux wheel; it never
-# reaches the final image.
+# reaches the final image. vpdq (video hashing) is one: PyPI has only its
+# source, built with cmake against FFmpeg's development files.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
+    && apt-get install -y --no-install-recommends build-essential pkg-config cmake \
+       libavcodec-dev libavdevice-dev libavfilter-dev libavformat-dev libavutil-dev \
+       libswresample-dev libswscale-dev \
     && rm -rf /var/lib/apt/lists/*
 
 RUN python -m venv /opt/venv
@@ -34,11 +37,24 @@ RUN pip install --upgrade pip wheel
 WORKDIR /src
 COPY . .
 
-# Wheels for the project and all of its runtime dependencies ...
-RUN pip wheel . -w /wheels
+# Wheels for the project and all of its runtime dependencies (with the
+# `video` extra: vpdq) ...
+RUN pip wheel '.[video]' -w /wheels
 # ... installed offline from that directory only.
 RUN pip install --no-index --find-links=/wheels /wheels/*.whl \
     && pip check
+
+# The Debian packages holding the shared libraries that compiled extensions in
+# the virtualenv link against (vpdq: libavformat, libavcodec, libswscale,
+# libavutil), named as this base image's Debian release names them; the
+# runtime stage installs exactly these.
+RUN find /opt/venv -name '*.so*' -type f -exec readelf -d {} + 2>/dev/null \
+    | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u \
+    | while read -r lib; do \
+        path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}'); \
+        [ -z "$path" ] || dpkg -S "$path" "$(realpath "$path")" 2>/dev/null || true; \
+      done | cut -d: -f1 | sort -u > /opt/runtime-apt-packages.txt \
+    && cat /opt/runtime-apt-packages.txt
 
 ###############################################################################
 # Runtime
@@ -48,10 +64,12 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="moderation" \
       org.opencontainers.image.description="NCII moderation service (worker, web, db migrations)"
 
-# libglib2.0-0: needed by opencv-python-headless (cv2) at import time.
+# libglib2.0-0: needed by opencv-python-headless (cv2) at import time; the
+# rest: the shared libraries of compiled extensions (FFmpeg's for vpdq).
+COPY --from=builder /opt/runtime-apt-packages.txt /tmp/
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libglib2.0-0 \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get install -y --no-install-recommends libglib2.0-0 $(cat /tmp/runtime-apt-packages.txt) \
+    && rm -rf /var/lib/apt/lists/* /tmp/runtime-apt-packages.txt
 
 RUN groupadd --system --gid 10001 moderation \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

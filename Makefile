@@ -5,15 +5,39 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up test install lint clean
+# vpdq (video hashing, the `video` extra) is built from source against FFmpeg's
+# libraries. Without them it is skipped and videos are hashed by the OpenCV path.
+VIDEO_APT_PACKAGES := pkg-config cmake g++ libavcodec-dev libavdevice-dev libavfilter-dev \
+	libavformat-dev libavutil-dev libswresample-dev libswscale-dev
+VIDEO_PKG_CONFIG := libavcodec libavdevice libavfilter libavformat libavutil libswresample libswscale
+HAVE_VIDEO_DEPS := pkg-config --exists $(VIDEO_PKG_CONFIG) 2>/dev/null \
+	&& command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1
 
-$(STAMP): pyproject.toml
+.PHONY: up test install lint clean video-deps
+
+$(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,embedded]'
+	@$(MAKE) --no-print-directory video-deps
+	if $(HAVE_VIDEO_DEPS); then extras=test,embedded,video; else extras=test,embedded; fi; \
+	$(VENV)/bin/pip install --quiet -e ".[$$extras]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Installs VIDEO_APT_PACKAGES with apt-get when they are missing and we are root;
+# elsewhere (no apt, not root) it only says so. Never fails the build.
+video-deps:
+	@if $(HAVE_VIDEO_DEPS); then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "apt-get install $(VIDEO_APT_PACKAGES)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(VIDEO_APT_PACKAGES) >/dev/null; } \
+	  || echo "warning: apt-get failed; videos will be hashed without vpdq"; \
+	else \
+	  echo "note: FFmpeg development files missing (Debian: $(VIDEO_APT_PACKAGES));"; \
+	  echo "      without root/apt-get vpdq is not built; videos are hashed by the OpenCV path"; \
+	fi
 
 up: $(STAMP)
 	$(VENV)/bin/moderation up

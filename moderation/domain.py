@@ -162,7 +162,7 @@ class Match:
     distance: int  # 0 for exact hashes; for vpdq the largest matched frame distance
     variant: str = "original"  # which PDQ variant of the upload matched
     quarantined: bool = False  # flood control: the entry's automatic action is suspended
-    share: float | None = None  # vpdq: the smaller of the two matched-frame shares
+    share: float | None = None  # vpdq: share of the upload's frames that matched the entry
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -5,9 +5,9 @@
   PDQ and its variants (rotations, mirror images, trimmed borders) are all
   looked up; the best variant per entry is reported.
 - vPDQ: every frame hash of every banked video sits in a second ``PdqIndex``; a
-  video matches an entry when both the share of its frames that match the
-  entry's frames and the share of the entry's frames matched reach the bank's
-  ``vpdq_share`` (python-threatexchange's vPDQ rule).
+  video matches an entry when the share of its (deduplicated) frames within the
+  bank's distance of some frame of the entry reaches the bank's ``vpdq_share``
+  (python-threatexchange's vPDQ rule), so a clip cut from a banked video matches.
 
 It is kept current by ``apply`` (fed from the change feed in
 storage/bank_feed.py): adding, re-enabling, quarantining or removing one entry
@@ -54,7 +54,6 @@ class _GrowableArray:
 @dataclass
 class _Video:
     frame_ids: np.ndarray  # ids in the frame index
-    unique_frames: int
 
 
 class BankIndex:
@@ -132,7 +131,7 @@ class BankIndex:
         from moderation.hashing import video
 
         try:
-            hexes = sorted({f.pdq for f in video.parse(e.value)})
+            hexes = sorted(video.frame_hashes(video.parse(e.value)))  # deduplicated, quality >= 50
         except Exception:
             log.warning("bank entry %d skipped: malformed vPDQ value", e.entry_id)
             return False
@@ -143,7 +142,7 @@ class BankIndex:
         self._frame_entry.ensure(int(ids[-1]))
         self._frame_entry.data[ids] = e.entry_id
         self._frames.add(ids, np.stack([pdq.hex_to_bytes(h) for h in hexes]))
-        self._videos[e.entry_id] = _Video(ids, len(hexes))
+        self._videos[e.entry_id] = _Video(ids)
         return True
 
     def _remove(self, entry_id: int) -> None:
@@ -219,7 +218,6 @@ class BankIndex:
             return []
         codes = np.stack([pdq.hex_to_bytes(h) for h in query])
         matched_query: dict[int, set[int]] = {}
-        matched_target: dict[int, set[int]] = {}
         worst: dict[int, int] = {}
         for qi, hits in enumerate(self._frames.search_many(codes, radius)):
             for frame_id, dist in hits:
@@ -228,7 +226,6 @@ class BankIndex:
                 if bank is None or dist > bank.pdq_distance:
                     continue
                 matched_query.setdefault(entry_id, set()).add(qi)
-                matched_target.setdefault(entry_id, set()).add(frame_id)
                 worst[entry_id] = max(worst.get(entry_id, 0), dist)
         out = []
         for entry_id, qs in matched_query.items():
@@ -236,7 +233,9 @@ class BankIndex:
             bank = self._banks.get(self._bank_of.get(entry_id))
             if video is None or bank is None:
                 continue
-            share = min(len(qs) / len(query), len(matched_target[entry_id]) / video.unique_frames)
+            # python-threatexchange's rule: the share of the upload's frames found in
+            # the entry decides, so a clip cut from a banked video matches too.
+            share = len(qs) / len(query)
             if share >= bank.vpdq_share:
                 m = self._match(entry_id, "vpdq", worst[entry_id], share=share)
                 if m is not None:

@@ -24,7 +24,7 @@ def synthetic_frames(
     seed: int, seconds: int = 3, fps: int = 10, size: tuple[int, int] = (240, 320)
 ) -> list[np.ndarray]:
     """BGR frames (height, width = ``size``): a new scene every second, slight motion."""
-    frames = []
+    frames: list[np.ndarray] = []
     for second in range(seconds):
         scene = synthetic_image(seed * 1000 + second, size)
         frames.extend(np.roll(scene, 2 * i, axis=1) for i in range(fps))
@@ -39,7 +39,7 @@ def write_video(
     h, w = frames[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(path) if path is not None else Path(tmp) / f"video{ext}"
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*FOURCC[ext]), fps, (w, h))
+        writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*FOURCC[ext]), fps, (w, h))
         assert writer.isOpened(), f"OpenCV cannot write {ext} ({FOURCC[ext]})"
         for frame in frames:
             writer.write(frame)

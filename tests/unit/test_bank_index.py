@@ -98,3 +98,30 @@ def test_a_malformed_bank_entry_is_skipped_not_fatal():
     index.set_banks(BANKS)
     assert index.apply([entry(1, 1, "pdq", "not-a-hash"), entry(2, 1, "pdq", good.pdq)]) == 1
     assert [m.entry_id for m in index.match(good)] == [2]
+
+
+def _frames(*hexes: str, quality: int = 90) -> str:
+    from moderation.hashing.video import VideoFrameHash, serialize
+
+    return serialize(VideoFrameHash(h, quality, float(i), i) for i, h in enumerate(hexes))
+
+
+def test_videos_match_by_the_share_of_the_uploads_frames():
+    frames = [f"{i:x}" * 64 for i in range(1, 10)]  # 9 distinct frame hashes
+    index = index_with(entry(1, 1, "vpdq", _frames(*frames)))
+
+    def video(*hexes: str) -> HashSet:
+        return HashSet("s", "m", hexes[0], 90, vpdq=_frames(*hexes), vpdq_frames=hexes)
+
+    whole = index.match(video(*frames))
+    assert [(m.signal, m.share) for m in whole] == [("vpdq", 1.0)]
+    clip = index.match(video(*frames[2:5]))  # a clip cut from the banked video
+    assert clip and clip[0].share == 1.0
+    mixed = video(*frames[:4], "e" * 64)  # 4 of 5 frames: exactly 80%
+    assert index.match(mixed)[0].share == 0.8
+    assert index.match(video(*frames[:3], "e" * 64, "c0" * 32)) == []  # 60%
+
+
+def test_low_quality_frames_of_a_banked_video_are_ignored():
+    index = index_with(entry(1, 1, "vpdq", _frames("a" * 64, quality=10)))
+    assert len(index) == 0 or index.match(HashSet("s", "m", "a" * 64, 90, vpdq_frames=("a" * 64,))) == []
