@@ -66,3 +66,37 @@ def test_bank_commands_fail_clearly(cli, tmp_path):
     assert code == 1 and "missing.jpg" in err
     code, _, err = cli("bank", "withdraw", "victims")
     assert code == 1 and "entry ids or --case-id" in err
+
+
+def test_export_then_import_round_trips_and_bad_files_name_their_lines(cli, tmp_path):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(encode(synthetic_image(31)))
+    cli("bank", "create", "source", "--action", "auto_remove")
+    cli("bank", "create", "copy", "--action", "review")
+    cli("bank", "add", "source", str(img), "--case-id", "c-1")
+    for fmt in ("jsonl", "csv", "te"):
+        out = tmp_path / f"export.{fmt}"
+        assert cli("bank", "export", "source", "--format", fmt, "-o", str(out))[0] == 0
+        code, rows, _ = cli("bank", "import", "copy", str(out), "--format", fmt)
+        assert code == 0 and rows[0]["added"] + rows[0]["existing"] == 3, fmt
+    code, rows, _ = cli("match", "--json", str(img))
+    assert {m["bank"] for m in rows[0]["matches"]} == {"source", "copy"}
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("signal,value\npdq,zz\nmd5," + "a" * 32 + "\nsha1,abc\n")
+    code, _, err = cli("bank", "import", "copy", str(bad))
+    assert code == 1 and "line 2" in err and "line 4" in err and "nothing imported" in err
+    code, rows, _ = cli("bank", "import", "copy", str(bad), "--skip-invalid")
+    assert code == 0 and (rows[0]["added"], rows[0]["invalid"]) == (1, 2)
+
+
+def test_hash_prints_variants_and_video_frames(cli, tmp_path):
+    from tests.support.videos import synthetic_video
+
+    img, clip = tmp_path / "a.jpg", tmp_path / "b.mp4"
+    img.write_bytes(encode(synthetic_image(41)))
+    clip.write_bytes(synthetic_video(None, seed=3, seconds=3))
+    code, rows, _ = cli("hash", "--json", "--variants", str(img), str(clip))
+    assert code == 0
+    assert {"rotate90", "rotate180", "flip_horizontal"} <= set(rows[0]["pdq_variants"])
+    assert rows[1]["vpdq_frames"] >= 2 and rows[1]["vpdq"].startswith("[")
