@@ -245,10 +245,11 @@ _ENTRY_COLUMNS = (
 
 
 def _insert_many(session: Session, chunk: list[dict[str, object]]) -> list[int]:
+    table = BankEntry.__table__
     stmt = (
-        sqlite_insert(BankEntry.__table__)
+        sqlite_insert(table)  # type: ignore[arg-type]
         .on_conflict_do_nothing(index_elements=["bank_id", "digest"])
-        .returning(BankEntry.__table__.c.id)
+        .returning(table.c.id)
     )
     return [int(i) for i in session.execute(stmt, chunk).scalars()]
 
