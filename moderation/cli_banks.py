@@ -94,10 +94,9 @@ def register(sub: Any) -> None:
 # -- shared ----------------------------------------------------------------------------
 @contextmanager
 def _session(settings: Settings) -> Iterator[Session]:
-    from moderation.storage.db import make_engine, make_sessionmaker, upgrade
+    from moderation.storage.db import make_engine, make_sessionmaker, prepare_embedded
 
-    if settings.database_url.startswith("sqlite"):
-        upgrade(settings.database_url)  # the embedded default: ready on first use
+    prepare_embedded(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:

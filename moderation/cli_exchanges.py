@@ -57,11 +57,10 @@ def make_client(name: str, settings: Settings) -> Any:
 
 
 def _store(settings: Settings) -> Any:
-    from moderation.storage.db import make_engine, make_sessionmaker, upgrade
+    from moderation.storage.db import make_engine, make_sessionmaker, prepare_embedded
     from moderation.storage.exchange_store import SqlExchangeStore
 
-    if settings.database_url.startswith("sqlite"):
-        upgrade(settings.database_url)
+    prepare_embedded(settings.database_url)
     return SqlExchangeStore(make_sessionmaker(make_engine(settings.database_url)))
 
 

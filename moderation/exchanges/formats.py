@@ -61,7 +61,7 @@ from typing import TextIO
 
 from moderation.domain import EntrySpec
 from moderation.errors import RequestError
-from moderation.exchanges.entries import make_entry
+from moderation.hashing.signals import make_entry
 
 log = logging.getLogger(__name__)
 

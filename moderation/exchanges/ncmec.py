@@ -54,7 +54,7 @@ from threatexchange.exchanges.clients.ncmec.hash_api import (
 from moderation.domain import EntrySpec
 from moderation.errors import ConfigError, FatalError, TransientError
 from moderation.exchanges.client import Batch, http_adapter, translate_http_errors
-from moderation.exchanges.entries import FIELD_LIMITS, make_entry
+from moderation.hashing.signals import FIELD_LIMITS, make_entry
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,8 @@ from moderation.exchanges.client import (
     http_adapter,
     translate_http_errors,
 )
-from moderation.exchanges.entries import FIELD_LIMITS, join_within, make_entry
+from moderation.exchanges.entries import join_within
+from moderation.hashing.signals import FIELD_LIMITS, make_entry
 
 log = logging.getLogger(__name__)
 

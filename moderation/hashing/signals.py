@@ -2,14 +2,16 @@
 
 ``sha256`` 64 hex, ``md5`` 32 hex, ``pdq`` 64 hex (threatexchange bit order),
 ``vpdq`` a video's frame hashes in python-threatexchange's vPDQ text format.
-Hex is stored lowercase so exact lookups never miss on case.
+Hex is stored lowercase so exact lookups never miss on case. ``make_entry`` is
+the one check every incoming bank entry passes, whatever it came from (the API,
+a file, an exchange, a moderator's removal).
 """
 
 from __future__ import annotations
 
 import re
 
-from moderation.domain import SIGNAL_TYPES
+from moderation.domain import SIGNAL_TYPES, EntrySpec
 
 _HEX_LEN = {"sha256": 64, "md5": 32, "pdq": 64}
 
@@ -34,3 +36,30 @@ def normalise(signal: str, value: str) -> str:
     if not frames:
         raise ValueError("vpdq value has no frames")
     return serialize(frames)
+
+
+# The sizes of the bank_entries columns (moderation/storage/models.py). ``note``
+# is unbounded text.
+FIELD_LIMITS = {"source_ref": 200, "case_id": 200, "added_by": 100}
+
+
+def make_entry(
+    signal: str,
+    value: str,
+    *,
+    source_ref: str = "",
+    case_id: str = "",
+    note: str = "",
+    added_by: str = "",
+) -> EntrySpec:
+    """An ``EntrySpec`` with ``value`` in its stored form (lowercase hex,
+    canonical vPDQ text). Raises ValueError with a message fit to show a user
+    ("pdq value must be 64 hex characters, ..."); the input is never echoed in
+    full, only its first 80 characters."""
+    signal = signal.strip().lower()
+    normalised = normalise(signal, value)
+    fields = {"source_ref": source_ref.strip(), "case_id": case_id.strip(), "added_by": added_by.strip()}
+    for name, text in fields.items():
+        if len(text) > FIELD_LIMITS[name]:
+            raise ValueError(f"{name} is {len(text)} characters long; the limit is {FIELD_LIMITS[name]}")
+    return EntrySpec(signal=signal, value=normalised, note=note.strip(), **fields)

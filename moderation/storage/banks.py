@@ -169,14 +169,18 @@ def update_bank(session: Session, bank: Bank, *, actor: str, **changes: object) 
 
 # -- entries -------------------------------------------------------------------------
 def normalise_spec(spec: EntrySpec) -> EntrySpec:
+    """``spec`` in its stored form; RequestError saying what is wrong otherwise."""
     try:
-        value = signals.normalise(spec.signal, spec.value)
+        return signals.make_entry(
+            spec.signal,
+            spec.value,
+            source_ref=spec.source_ref,
+            case_id=spec.case_id,
+            note=spec.note,
+            added_by=spec.added_by,
+        )
     except ValueError as exc:
         raise RequestError(str(exc)) from None
-    for name in ("source_ref", "case_id", "added_by"):
-        if len(getattr(spec, name)) > (100 if name == "added_by" else 200):
-            raise RequestError(f"{name} is too long")
-    return EntrySpec(spec.signal, value, spec.source_ref, spec.case_id, spec.note, spec.added_by)
 
 
 def digest(signal: str, value: str) -> str:

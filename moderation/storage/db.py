@@ -58,3 +58,10 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+def prepare_embedded(url: str) -> None:
+    """Migrate the embedded SQLite default on first use, so shell commands work
+    on a fresh machine; a server database is migrated by `moderation db upgrade`."""
+    if normalise_url(url).startswith("sqlite"):
+        upgrade(url)

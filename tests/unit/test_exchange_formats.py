@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 
 from moderation.domain import EntrySpec
 from moderation.errors import RequestError
-from moderation.exchanges.entries import make_entry
 from moderation.exchanges.formats import (
     EntryFileError,
     ExportRecord,
     read_entries,
     write_entries,
 )
+from moderation.hashing.signals import make_entry
 
 
 def _pdq(i: int) -> str:
