@@ -24,8 +24,8 @@ from moderation.media.load import MediaLimits
 from moderation.metrics import Metrics
 from moderation.pipeline import Pipeline
 from moderation.routing import RoutingPolicy
-from moderation.storage.banks import FloodPolicy
 from moderation.storage.db import make_engine, make_sessionmaker
+from moderation.storage.flood import FloodPolicy
 
 
 def routing_policy(settings: Settings) -> RoutingPolicy:

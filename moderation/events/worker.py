@@ -35,7 +35,7 @@ from moderation.metrics import Metrics
 from moderation.pipeline import Analysis, Pipeline
 from moderation.storage import deadletters, outbox, outcomes
 from moderation.storage.bank_feed import IndexFeeder
-from moderation.storage.banks import FloodPolicy
+from moderation.storage.flood import FloodPolicy
 
 log = logging.getLogger(__name__)
 

@@ -11,33 +11,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from moderation.domain import BankAction, BankConfig, BankSource, EntrySpec, EntryStatus, Match
+from moderation.domain import BankAction, BankConfig, BankSource, EntrySpec, EntryStatus
 from moderation.errors import Conflict, NotFound, RequestError
 from moderation.hashing import signals
 from moderation.storage import audit
-from moderation.storage.models import Bank, BankChange, BankEntry, BankEntryHits, utcnow
+from moderation.storage.bulk_insert import insert_entries
+from moderation.storage.models import Bank, BankChange, BankEntry, utcnow
 
 CONFIRMED_BANK = "confirmed"
 RESERVED_BANK_NAMES = frozenset({"quarantined"})  # /api/v1/banks/quarantined
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
-_INSERT_CHUNK = 1000
-_COPY_CHUNK = 50_000
-
-
-@dataclass(frozen=True)
-class FloodPolicy:
-    """Quarantine an entry that matches ``max_hits`` times within one window.
-    0 turns flood control off."""
-
-    max_hits: int = 100
-    window_seconds: int = 3600
 
 
 @dataclass
@@ -47,10 +34,6 @@ class AddResult:
     ids: list[int] = field(default_factory=list)  # new entries
     existing_ids: list[int] = field(default_factory=list)  # hashes the bank already held
     revived: int = 0  # withdrawn entries made active again by this submission
-
-
-def _insert(session: Session):  # type: ignore[no-untyped-def]
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def record_change(session: Session, bank_id: int, entry_ids: Sequence[int | None] = (None,)) -> None:
@@ -200,8 +183,8 @@ def add_entries(
     in ``existing``), so imports and redelivered submissions are idempotent; with
     ``revive`` (a new submission by a helpline or an exchange) a withdrawn one
     becomes active again under the new case; a disabled one stays disabled (an
-    admin's decision). Raises RequestError on
-    the first invalid value, before writing anything."""
+    admin's decision). Raises RequestError on the first invalid value, before
+    writing anything."""
     rows = []
     now = utcnow()
     for spec in specs:
@@ -227,11 +210,7 @@ def add_entries(
             }
         )
     result = AddResult()
-    postgres = session.get_bind().dialect.name == "postgresql"
-    chunk_size = _COPY_CHUNK if postgres else _INSERT_CHUNK
-    for start in range(0, len(rows), chunk_size):
-        chunk = rows[start : start + chunk_size]
-        ids = _copy_insert(session, chunk) if postgres else _insert_many(session, chunk)
+    for chunk, ids in insert_entries(session, rows):
         result.ids.extend(ids)
         result.added += len(ids)
         if ids:
@@ -239,46 +218,6 @@ def add_entries(
         if len(ids) < len(chunk):
             _existing(session, bank, chunk, set(ids), result, revive, added_by)
     return result
-
-
-_ENTRY_COLUMNS = (
-    "bank_id", "signal", "value", "digest", "value_prefix", "status", "source_ref", "case_id", "note",
-    "added_by", "source_item_id", "created_at", "updated_at", "status_changed_by", "status_reason",
-    "match_count",
-)  # fmt: skip
-
-
-def _insert_many(session: Session, chunk: list[dict[str, object]]) -> list[int]:
-    table = BankEntry.__table__
-    stmt = (
-        sqlite_insert(table)  # type: ignore[arg-type]
-        .on_conflict_do_nothing(index_elements=["bank_id", "digest"])
-        .returning(table.c.id)
-    )
-    return [int(i) for i in session.execute(stmt, chunk).scalars()]
-
-
-def _copy_insert(session: Session, chunk: list[dict[str, object]]) -> list[int]:
-    """PostgreSQL: COPY the rows into a temporary table, then one INSERT ... SELECT
-    ... ON CONFLICT DO NOTHING RETURNING id (about 50x faster than parameterised
-    inserts for bank imports of millions of hashes)."""
-    cols = ", ".join(_ENTRY_COLUMNS)
-    dbapi = session.connection().connection.driver_connection
-    assert dbapi is not None
-    with dbapi.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS bank_entries_import ON COMMIT DELETE ROWS "
-            f"AS SELECT {cols} FROM bank_entries WITH NO DATA"
-        )
-        cur.execute("TRUNCATE bank_entries_import")
-        with cur.copy(f"COPY bank_entries_import ({cols}) FROM STDIN") as copy:
-            for row in chunk:
-                copy.write_row([row[c] for c in _ENTRY_COLUMNS])
-        cur.execute(
-            f"INSERT INTO bank_entries ({cols}) SELECT {cols} FROM bank_entries_import "
-            "ON CONFLICT (bank_id, digest) DO NOTHING RETURNING id"
-        )
-        return sorted(int(r[0]) for r in cur.fetchall())
 
 
 def _existing(
@@ -452,75 +391,6 @@ def bank_stats(session: Session, bank: Bank) -> dict[str, int]:
         matches += int(hits)
     out["matches"] = matches
     return out
-
-
-def quarantined_entries(session: Session, limit: int = 200) -> list[tuple[BankEntry, str]]:
-    rows = session.execute(
-        select(BankEntry, Bank.name)
-        .join(Bank, Bank.id == BankEntry.bank_id)
-        .where(BankEntry.status == EntryStatus.QUARANTINED.value)
-        .order_by(BankEntry.updated_at.desc())
-        .limit(limit)
-    ).all()
-    return [(e, name) for e, name in rows]
-
-
-def hit_history(session: Session, entry_id: int, limit: int = 48) -> list[tuple[datetime, int]]:
-    rows = session.execute(
-        select(BankEntryHits.window_start, BankEntryHits.hits)
-        .where(BankEntryHits.entry_id == entry_id)
-        .order_by(BankEntryHits.window_start.desc())
-        .limit(limit)
-    ).all()
-    return [(w, int(h)) for w, h in rows]
-
-
-# -- match statistics and flood control -----------------------------------------------
-def record_matches(
-    session: Session, matches: Sequence[Match], flood: FloodPolicy, now: datetime | None = None
-) -> list[int]:
-    """Count one upload's matches per entry and quarantine entries over the flood
-    limit. Runs in the caller's transaction (the one that stores the outcome), so a
-    redelivered event is never counted twice. Returns the newly quarantined ids."""
-    entry_ids = sorted({m.entry_id for m in matches})
-    if not entry_ids:
-        return []
-    now = now or utcnow()
-    # Sorted ids: concurrent workers lock the same rows in the same order (no deadlock).
-    session.execute(
-        update(BankEntry)
-        .where(BankEntry.id.in_(entry_ids))
-        .values(match_count=BankEntry.match_count + 1, last_matched_at=now)
-    )
-    if flood.max_hits <= 0:
-        return []
-    epoch = int(now.timestamp())
-    window = now - timedelta(seconds=epoch % flood.window_seconds, microseconds=now.microsecond)
-    upsert = _insert(session)
-    over: list[int] = []
-    for entry_id in entry_ids:
-        stmt = upsert(BankEntryHits).values(entry_id=entry_id, window_start=window, hits=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["entry_id", "window_start"], set_={"hits": BankEntryHits.hits + 1}
-        ).returning(BankEntryHits.hits)
-        if int(session.scalar(stmt) or 0) >= flood.max_hits:
-            over.append(entry_id)
-    quarantined: list[int] = []
-    for entry in session.scalars(
-        select(BankEntry).where(BankEntry.id.in_(over), BankEntry.status == EntryStatus.ACTIVE.value)
-    ):
-        bank = session.get(Bank, entry.bank_id)
-        assert bank is not None
-        set_status(
-            session,
-            bank,
-            [entry],
-            EntryStatus.QUARANTINED,
-            actor="flood-control",
-            reason=f"{flood.max_hits} or more matches within {flood.window_seconds} s",
-        )
-        quarantined.append(entry.id)
-    return quarantined
 
 
 def export_records(

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from moderation.domain import Action, ItemState, Route, Source
 from moderation.pipeline import Analysis
-from moderation.storage import audit, banks, exchange_store, outbox
-from moderation.storage.banks import FloodPolicy
+from moderation.storage import audit, exchange_store, outbox
+from moderation.storage.flood import FloodPolicy, record_matches
 from moderation.storage.models import Item, ItemMedia
 
 
@@ -67,7 +67,7 @@ def record_analysis(
             )
         elif verdict.route is Route.ALLOW and publish_allow:
             outbox.add_decision(session, item, Action.ALLOW, Source.CLASSIFIER, verdict.reason, key)
-        quarantined = banks.record_matches(session, verdict.matches, flood or FloodPolicy())
+        quarantined = record_matches(session, verdict.matches, flood or FloodPolicy())
         session.commit()
         return item.id, True, quarantined
     except IntegrityError:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from moderation.domain import SIGNAL_TYPES, BankAction, EntrySpec, EntryStatus
 from moderation.errors import NotFound, RequestError
-from moderation.storage import banks, tokens
+from moderation.storage import banks, flood, tokens
 from moderation.storage.models import Bank
 from moderation.web.banks_api import MAX_NOTE, MAX_REASON, PAGE_DEFAULT, RESERVED_BANK_NAMES
 from moderation.web.security import login_required
@@ -231,7 +231,7 @@ def entry_status(name: str, entry_id: int) -> Any:
 @bp.get("/quarantine")
 @login_required(role="admin")
 def quarantine() -> Any:
-    return render_template("admin_quarantine.html", rows=banks.quarantined_entries(g.db))
+    return render_template("admin_quarantine.html", rows=flood.quarantined_entries(g.db))
 
 
 # -- tokens --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from moderation.domain import SIGNAL_TYPES, EntrySpec, EntryStatus
 from moderation.errors import NotFound, RequestError
-from moderation.storage import banks
+from moderation.storage import banks, flood
 from moderation.storage.models import Bank
 from moderation.web.security import api_access
 
@@ -241,7 +241,7 @@ def update_bank(name: str) -> Any:
 @bp.get("/banks/quarantined")
 @api_access(**READ)
 def quarantined() -> Any:
-    rows = banks.quarantined_entries(g.db)
+    rows = flood.quarantined_entries(g.db)
     if g.token is not None and g.token.bank is not None:
         rows = [(e, name) for e, name in rows if name == g.token.bank]
     return jsonify(entries=[banks.entry_dict(e, name) for e, name in rows])
@@ -299,7 +299,7 @@ def get_entry(name: str, entry_id: int) -> Any:
     bank = visible_bank(name)
     entry = banks.get_entry(g.db, bank, entry_id)
     out = banks.entry_dict(entry, bank.name)
-    out["hits"] = [{"window_start": w.isoformat(), "hits": n} for w, n in banks.hit_history(g.db, entry.id)]
+    out["hits"] = [{"window_start": w.isoformat(), "hits": n} for w, n in flood.hit_history(g.db, entry.id)]
     return jsonify(out)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from moderation.domain import BankAction, EntrySpec, EntryStatus, HashSet, Match
 from moderation.errors import Conflict, NotFound, RequestError
 from moderation.hashing.index import BankIndex
-from moderation.storage import banks
+from moderation.storage import banks, flood
 from moderation.storage.bank_feed import IndexFeeder
 from moderation.storage.models import AuditRecord
 
@@ -78,17 +78,17 @@ def test_flood_control_quarantines_an_entry_that_matches_too_often(sessions):
         bank = banks.create_bank(s, "victims", "auto_remove", actor="t")
         entry_id = banks.add_entries(s, bank, [EntrySpec("pdq", PDQ_A)], added_by="t").ids[0]
         match = Match("victims", BankAction.AUTO_REMOVE, entry_id, "pdq", 3)
-        flood = banks.FloodPolicy(max_hits=3, window_seconds=3600)
+        policy = flood.FloodPolicy(max_hits=3, window_seconds=3600)
         now = datetime(2026, 11, 28, 10, 5, tzinfo=UTC)
-        assert banks.record_matches(s, [match], flood, now) == []
-        assert banks.record_matches(s, [match], flood, now) == []
-        assert banks.record_matches(s, [match], flood, now) == [entry_id]
-        assert banks.record_matches(s, [match], flood, now) == []  # already quarantined
+        assert flood.record_matches(s, [match], policy, now) == []
+        assert flood.record_matches(s, [match], policy, now) == []
+        assert flood.record_matches(s, [match], policy, now) == [entry_id]
+        assert flood.record_matches(s, [match], policy, now) == []  # already quarantined
         entry = banks.get_entry(s, bank, entry_id)
         assert entry.status == "quarantined" and entry.match_count == 4
         assert entry.status_changed_by == "flood-control"
-        assert [e.id for e, name in banks.quarantined_entries(s)] == [entry_id]
-        assert banks.hit_history(s, entry_id)[0][1] == 4
+        assert [e.id for e, name in flood.quarantined_entries(s)] == [entry_id]
+        assert flood.hit_history(s, entry_id)[0][1] == 4
         s.commit()
 
 
@@ -177,9 +177,9 @@ def test_flood_control_and_the_feed_work_on_the_embedded_sqlite_default(sqlite_u
     feeder.load()
     match = index.match(hashes())[0]
     with sessions() as s:
-        flood = banks.FloodPolicy(max_hits=2, window_seconds=3600)
-        assert banks.record_matches(s, [match], flood) == []
-        assert banks.record_matches(s, [match], flood) == [entry_id]
+        policy = flood.FloodPolicy(max_hits=2, window_seconds=3600)
+        assert flood.record_matches(s, [match], policy) == []
+        assert flood.record_matches(s, [match], policy) == [entry_id]
         s.commit()
     feeder.refresh()
     assert index.match(hashes())[0].quarantined

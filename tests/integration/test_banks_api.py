@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from moderation.config import load_settings
 from moderation.domain import BankAction, EntrySpec, Match
-from moderation.storage import banks, tokens
+from moderation.storage import banks, flood, tokens
 from moderation.storage.models import AuditRecord, BankEntry
 from tests.support.web import add_user, login, make_app
 
@@ -68,7 +68,7 @@ def record_hits(sessions: Any, entry_id: int, times: int = 1, max_hits: int = 10
         assert entry is not None
         match = Match("x", BankAction.REVIEW, entry_id, entry.signal, 0)
         for _ in range(times):
-            banks.record_matches(s, [match], banks.FloodPolicy(max_hits=max_hits))
+            flood.record_matches(s, [match], flood.FloodPolicy(max_hits=max_hits))
         s.commit()
 
 
