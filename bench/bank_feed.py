@@ -103,7 +103,7 @@ def main() -> None:
             time.sleep(rng.uniform(0, 0.3))
         stop.set()
         thread.join()
-        q = statistics.quantiles(latencies, n=100)
+        q = statistics.quantiles(latencies, n=100, method="inclusive")
         print(
             f"Bank change feed on PostgreSQL 15, {args.entries:,} PDQ entries, "
             f"refresh every {args.refresh_seconds} s\n"
