@@ -23,7 +23,8 @@ from moderation.domain import BankAction, EntrySpec, EntryStatus, HashSet
 from moderation.errors import InvalidInput, RequestError
 
 ACTIONS = [a.value for a in BankAction]
-FORMATS = ["csv", "jsonl", "te"]
+FORMATS = ["csv", "jsonl", "te", "te-hashes", "te-csv"]  # docs/exchanges.md
+IMPORT_BATCH = 50_000
 
 
 def register(sub: Any) -> None:
@@ -52,13 +53,15 @@ def register(sub: Any) -> None:
     i.add_argument("name")
     i.add_argument("file", help="path, or - for standard input")
     i.add_argument("--format", choices=FORMATS, help="default: from the file extension (.csv, .jsonl)")
+    i.add_argument("--signal", help="te-hashes only: the signal of every line (pdq, md5, sha256, vpdq)")
     i.add_argument("--skip-invalid", action="store_true", help="import valid rows, report invalid ones")
     i.set_defaults(func=cmd_bank_import)
 
     e = bsub.add_parser("export", help="export a bank's entries")
     e.add_argument("name")
     e.add_argument("-o", "--output", default="-", help="path, or - for standard output (default)")
-    e.add_argument("--format", choices=FORMATS, default="jsonl")
+    e.add_argument("--format", choices=[f for f in FORMATS if f != "te-csv"], default="jsonl")
+    e.add_argument("--signal", help="te-hashes only: export the entries of this signal")
     e.add_argument("--all", action="store_true", help="include disabled and withdrawn entries")
     e.set_defaults(func=cmd_bank_export)
 
@@ -232,20 +235,24 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
     fmt = _format_of(args.file, args.format)
     errors: list[str] = []
     with _open(args.file, "r") as stream:
-        specs = list(formats.read_entries(stream, fmt, errors=errors))
+        specs = list(formats.read_entries(stream, fmt, signal=args.signal, errors=errors))
     for message in errors:
         print(f"moderation: {args.file}: {message}", file=sys.stderr)
     if errors and not args.skip_invalid:
         return _fail(f"{len(errors)} invalid rows, nothing imported (use --skip-invalid to import the rest)")
+    added = existing = 0
     with _session(settings) as s:
         bank = banks.get_bank(s, args.name)
-        result = banks.add_entries(s, bank, specs, added_by="import")
-        s.commit()
-    print(
-        json.dumps(
-            {"bank": args.name, "added": result.added, "existing": result.existing, "invalid": len(errors)}
-        )
-    )
+        # One transaction per batch: a large file shows progress, and an
+        # interrupted import is finished by running it again (it is idempotent).
+        for start in range(0, len(specs), IMPORT_BATCH):
+            result = banks.add_entries(s, bank, specs[start : start + IMPORT_BATCH], added_by="import")
+            s.commit()
+            added, existing = added + result.added, existing + result.existing
+            if len(specs) > IMPORT_BATCH:
+                done = min(start + IMPORT_BATCH, len(specs))
+                print(f"imported {done:,} of {len(specs):,} rows", file=sys.stderr, flush=True)
+    print(json.dumps({"bank": args.name, "added": added, "existing": existing, "invalid": len(errors)}))
     return 0
 
 
@@ -256,7 +263,10 @@ def cmd_bank_export(args: argparse.Namespace) -> int:
     with _session(load_settings()) as s, _open(args.output, "w") as out:
         bank = banks.get_bank(s, args.name)
         statuses = None if args.all else [EntryStatus.ACTIVE.value, EntryStatus.QUARANTINED.value]
-        formats.write_entries(banks.export_records(s, bank, statuses), out, args.format)
+        records = banks.export_records(s, bank, statuses)
+        if args.signal:
+            records = (r for r in records if r["signal"] == args.signal)
+        formats.write_entries(records, out, args.format, signal=args.signal)
     return 0
 
 
@@ -290,7 +300,11 @@ def cmd_match(args: argparse.Namespace) -> int:
         pass  # migrates the embedded default
     index = BankIndex(settings.pdq_match_distance)
     engine = make_engine(settings.database_url)
-    IndexFeeder(make_sessionmaker(engine), index).load()
+
+    def progress(loaded: int) -> None:
+        print(f"loaded {loaded:,} bank entries", file=sys.stderr, flush=True)
+
+    IndexFeeder(make_sessionmaker(engine), index).load(progress=progress)
     engine.dispose()
     policy = runtime.routing_policy(settings)
     failures = 0

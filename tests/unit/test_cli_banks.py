@@ -100,3 +100,16 @@ def test_hash_prints_variants_and_video_frames(cli, tmp_path):
     assert code == 0
     assert {"rotate90", "rotate180", "flip_horizontal"} <= set(rows[0]["pdq_variants"])
     assert rows[1]["vpdq_frames"] >= 2 and rows[1]["vpdq"].startswith("[")
+
+
+def test_threatexchange_hash_lists_import_and_export_one_signal(cli, tmp_path):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(encode(synthetic_image(51)))
+    cli("bank", "create", "source", "--action", "review")
+    cli("bank", "create", "copy", "--action", "review")
+    cli("bank", "add", "source", str(img))
+    out = tmp_path / "pdq.txt"
+    assert cli("bank", "export", "source", "--format", "te-hashes", "--signal", "pdq", "-o", str(out))[0] == 0
+    assert len(out.read_text().split()) == 1 and len(out.read_text().strip()) == 64
+    code, rows, _ = cli("bank", "import", "copy", str(out), "--format", "te-hashes", "--signal", "pdq")
+    assert code == 0 and rows[0]["added"] == 1
