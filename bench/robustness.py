@@ -237,7 +237,10 @@ def pct(k: int, n: int) -> str:
     return f"{100 * k / n:.0f}%" if n else "-"
 
 
-def robustness_table(bases: dict[str, Image], threshold: int) -> list[str]:
+def robustness_table(
+    bases: dict[str, Image], threshold: int, rates: list[tuple[str, float, float]] | None = None
+) -> list[str]:
+    """Markdown rows; ``rates`` (if given) gets (edit, plain share, all-variants share) per edit."""
     plain_bank = {n: pdq.hash_image(img)[0] for n, img in bases.items()}
     var_bank = {n: list(bank_hashes(img).values()) for n, img in bases.items()}
     rows = [
@@ -263,6 +266,8 @@ def robustness_table(bases: dict[str, Image], threshold: int) -> list[str]:
                 for o in outcomes
             )
 
+        if rates is not None:
+            rates.append((case.name, sum(o.plain <= threshold for o in outcomes) / n, caught("all") / n))
         rows.append(
             f"| {case.name} | {pct(sum(o.plain <= threshold for o in outcomes), n)} "
             f"| {pct(caught('dihedral'), n)} | {pct(caught('+trimmed'), n)} | {pct(caught('all'), n)} "
@@ -343,6 +348,30 @@ def timing(bases: dict[str, Image], repeat: int) -> list[str]:
     return rows
 
 
+def plot_rates(rates: list[tuple[str, float, float]], n: int, threshold: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r[0] for r in rates][::-1]
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(names) + 1.2))
+    ax.barh(y + 0.2, [100 * r[1] for r in rates][::-1], 0.4, label="plain PDQ", color="#bbbbbb")
+    ax.barh(
+        y - 0.2, [100 * r[2] for r in rates][::-1], 0.4, label="with variants (PDQ_VARIANTS)", color="#2b6cb0"
+    )
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"copies caught at PDQ distance <= {threshold} (%)")
+    ax.set_title(f"Re-upload catch rate per edit ({n} benign images)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot written to {path}", file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--synthetic", type=int, default=40, help="synthetic images (seeds 1000..)")
@@ -351,6 +380,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="timing runs")
     ap.add_argument("--skip-edited-false-matches", action="store_true")
     ap.add_argument("--timing-only", action="store_true")
+    ap.add_argument(
+        "--plot", metavar="PNG", help="also draw the catch rates (needs matplotlib: the bench extra)"
+    )
     args = ap.parse_args()
 
     bases = {} if args.no_skimage else skimage_images()
@@ -362,7 +394,10 @@ def main() -> None:
         return
 
     out = [f"## Catch rate at PDQ distance <= {args.threshold} ({len(bases)} base images)", ""]
-    out += robustness_table(bases, args.threshold)
+    rates: list[tuple[str, float, float]] = []
+    out += robustness_table(bases, args.threshold, rates)
+    if args.plot:
+        plot_rates(rates, len(bases), args.threshold, args.plot)
     out += [
         "",
         "dihedral: the 8 dihedral variants; +trimmed: and `trimmed`; all: and `trimmed_<dihedral>`"
