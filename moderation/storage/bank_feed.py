@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.domain import BankAction, BankConfig, EntryState, EntryStatus
-from moderation.storage.models import Bank, BankChange, BankEntry
+from moderation.storage.models import Bank, BankChange, BankEntry, utcnow
 
 PAGE = 10_000
+GAP_SCAN = 200_000  # ids re-scanned per refresh for late commits below the newest applied id
 LOAD_PAGE = 100_000  # the index takes big batches best (one merge per batch)
 START_LOOKBACK = 10_000  # change ids re-read at start, for transactions still open then
 
@@ -42,8 +44,13 @@ class ChangeCursor:
         """The ids not applied yet, in order; marks them applied and advances."""
         new = sorted(i for i in set(ids) if i > self.watermark and i not in self._seen)
         self._seen.update(new)
+        for i in new:
+            self._gaps.pop(i, None)  # a late commit arrived
         self._advance()
         return new
+
+    def copy(self) -> ChangeCursor:
+        return replace(self, _seen=set(self._seen), _gaps=dict(self._gaps))
 
     @property
     def gaps(self) -> list[int]:
@@ -107,25 +114,35 @@ def matchable_entries(session: Session, page: int = LOAD_PAGE) -> Iterator[list[
 class ChangeBatch:
     banks_changed: bool
     entries: list[EntryState]
+    cursor: ChangeCursor  # the cursor once this batch is applied
     more: bool = False  # a full page: ask again
 
 
 def changes_after(session: Session, cursor: ChangeCursor, limit: int = PAGE) -> ChangeBatch:
-    """New change rows after the cursor (and any open gaps), with current state."""
+    """New change rows after the cursor, and any that committed late into a gap,
+    with their entries' current state. ``cursor`` itself is not changed: the
+    caller adopts ``batch.cursor`` only once the batch is applied, so a failure
+    in between loses nothing."""
+    after = cursor.copy()
     rows = list(
         session.execute(
             select(BankChange.id, BankChange.entry_id)
-            .where(BankChange.id > cursor.high)
+            .where(BankChange.id > after.high)
             .order_by(BankChange.id)
             .limit(limit)
         ).all()
     )
-    gaps = cursor.gaps[:1000]
-    if gaps:
+    more = len(rows) >= limit
+    if after.gaps:
+        # Every late commit below the newest applied id: one range scan of the
+        # ids between the watermark and it (already applied ones are skipped).
         rows += session.execute(
-            select(BankChange.id, BankChange.entry_id).where(BankChange.id.in_(gaps))
+            select(BankChange.id, BankChange.entry_id)
+            .where(BankChange.id > after.watermark, BankChange.id < after.high)
+            .order_by(BankChange.id)
+            .limit(GAP_SCAN)
         ).all()
-    fresh = set(cursor.fresh(r[0] for r in rows))
+    fresh = set(after.fresh(r[0] for r in rows))
     entry_ids = sorted({r[1] for r in rows if r[0] in fresh and r[1] is not None})
     banks_changed = any(r[1] is None for r in rows if r[0] in fresh)
     entries: list[EntryState] = []
@@ -137,15 +154,17 @@ def changes_after(session: Session, cursor: ChangeCursor, limit: int = PAGE) -> 
             ).where(BankEntry.id.in_(chunk))
         ):
             entries.append(EntryState(r[0], r[1], r[2], r[3], EntryStatus(r[4])))
-    return ChangeBatch(banks_changed, entries, more=len(rows) >= limit)
+    return ChangeBatch(banks_changed, entries, after, more=more)
 
 
 def start_cursor(session: Session, gap_timeout_s: float = 300.0) -> ChangeCursor:
-    """A cursor for a worker that loads the full state now: it re-reads recent
-    change ids so a transaction still open at load time is not missed."""
-    return ChangeCursor(
-        watermark=max(0, latest_change_id(session) - START_LOOKBACK), gap_timeout_s=gap_timeout_s
-    )
+    """A cursor for a worker that loads the full state now. It re-reads the last
+    START_LOOKBACK change ids and every change of the last ``gap_timeout_s``, so
+    a transaction still open at load time (a large import) is not missed."""
+    recent = utcnow() - timedelta(seconds=gap_timeout_s)
+    older = session.scalar(select(func.max(BankChange.id)).where(BankChange.created_at < recent)) or 0
+    watermark = min(int(older), latest_change_id(session) - START_LOOKBACK)
+    return ChangeCursor(watermark=max(0, watermark), gap_timeout_s=gap_timeout_s)
 
 
 class IndexTarget(Protocol):
@@ -191,6 +210,7 @@ class IndexFeeder:
                 if batch.banks_changed:
                     self.index.set_banks(load_banks(session))
                 applied += self.index.apply(batch.entries)
+                self.cursor = batch.cursor
                 if not batch.more:
                     break
         return applied

@@ -184,3 +184,50 @@ def test_flood_control_and_the_feed_work_on_the_embedded_sqlite_default(sqlite_u
     feeder.refresh()
     assert index.match(hashes())[0].quarantined
     engine.dispose()
+
+
+def test_changes_that_commit_late_or_fail_to_apply_are_never_lost(sqlite_url):
+    """Ids that commit out of order (a long import finishing after a newer
+    change) are applied when they appear, however many; a refresh that fails
+    half-way is retried from where it was."""
+    from sqlalchemy import text
+
+    from moderation.storage.db import make_engine, make_sessionmaker
+    from moderation.storage.models import BankChange
+
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="t")  # change id 1
+        ids = banks.add_entries(
+            s, bank, [EntrySpec("pdq", f"{i:064x}") for i in range(1, 1502)], added_by="t"
+        ).ids
+        s.execute(text("DELETE FROM bank_changes WHERE entry_id IS NOT NULL"))
+        s.commit()
+    index = BankIndex()
+    feeder = IndexFeeder(sessions, index)
+    feeder.load()
+    with sessions() as s:  # the newest change commits first; 1,500 older ones later
+        s.add(BankChange(id=2000, bank_id=bank.id, entry_id=ids[-1]))
+        s.commit()
+    feeder.refresh()
+    with sessions() as s:
+        banks.set_status(s, bank, [banks.get_entry(s, bank, i) for i in ids], EntryStatus.DISABLED, actor="t")
+        s.execute(text("DELETE FROM bank_changes WHERE id > 2000"))
+        for n, entry_id in enumerate(ids[:-1]):
+            s.add(BankChange(id=300 + n, bank_id=bank.id, entry_id=entry_id))
+        s.commit()
+    feeder.refresh()
+    assert len(index) == 1  # every late disable applied, only the newest entry's change is pending
+
+    with sessions() as s:
+        s.add(BankChange(id=2001, bank_id=bank.id, entry_id=ids[-1]))
+        s.commit()
+    real_apply = index.apply
+    index.apply = lambda entries: (_ for _ in ()).throw(RuntimeError("injected"))  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        feeder.refresh()
+    index.apply = real_apply  # type: ignore[method-assign]
+    feeder.refresh()
+    assert len(index) == 0
+    engine.dispose()
