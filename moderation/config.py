@@ -84,6 +84,7 @@ class Settings:
     video_seconds_per_hash: float = 1.0
     video_max_seconds: int = 600  # longer videos are hashed over their first VIDEO_MAX_SECONDS
     video_frame_min_quality: int = 50
+    vpdq_min_frames: int = 3  # a vPDQ match auto-removes only with this many matching frames
 
     # Classifier
     classifier_model: str = "opennsfw"  # or a path to an .onnx file with the same contract

@@ -140,6 +140,7 @@ class HashSet:
     pdq: str  # 64 hex characters, "" when no frame could be hashed
     pdq_quality: int
     pdq_variants: Mapping[str, str] = field(default_factory=dict, compare=False)
+    variant_quality: Mapping[str, int] = field(default_factory=dict, compare=False)
     vpdq: str | None = None
     vpdq_frames: tuple[str, ...] = ()
 
@@ -163,6 +164,8 @@ class Match:
     variant: str = "original"  # which PDQ variant of the upload matched
     quarantined: bool = False  # flood control: the entry's automatic action is suspended
     share: float | None = None  # vpdq: share of the upload's frames that matched the entry
+    frames: int | None = None  # vpdq: how many distinct frames of the upload matched
+    quality: int | None = None  # PDQ quality of the upload's hash that matched (its variant's)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -177,6 +180,10 @@ class Match:
             out["quarantined"] = True
         if self.share is not None:
             out["share"] = round(self.share, 4)
+        if self.frames is not None:
+            out["frames"] = self.frames
+        if self.quality is not None:
+            out["quality"] = self.quality
         return out
 
 

@@ -4,16 +4,19 @@ Order of precedence:
 
 1. A *confident* match in an ``auto_remove`` bank removes at once and queues the
    item for verification. Confident means an exact cryptographic hash match, a
-   vPDQ match, or a PDQ match within ``auto_remove_pdq_distance`` on an upload
-   whose PDQ quality is at least ``pdq_min_quality`` (low-quality PDQ hashes of
-   flat images collide). A quarantined entry (flood control) is never confident:
-   its match is reviewed with high priority instead.
+   PDQ match within ``auto_remove_pdq_distance`` whose matching hash has a PDQ
+   quality of at least ``pdq_min_quality`` (low-quality PDQ hashes of flat
+   images collide), or a vPDQ match of at least ``vpdq_min_frames`` frames
+   within that distance (one generic frame must not remove a short clip). A
+   quarantined entry (flood control) is never confident: its match is reviewed
+   with high priority instead.
 2. Any other match in an ``auto_remove``, ``review_high`` or ``review`` bank sends
    the item to review, ahead of classifier-only items (``review_high`` and
    ``auto_remove`` matches first).
 3. A match in an ``allow`` bank (an allowlist of known benign images) allows the
-   upload even if the classifier would flag it. Allowlists never override 1 or 2,
-   and a quarantined allowlist entry suppresses nothing.
+   upload even if the classifier would flag it, if the match is as strong as
+   rule 1 asks. Allowlists never override 1 or 2, and a quarantined allowlist
+   entry suppresses nothing.
 4. A classifier score at or above ``review_threshold`` sends it to review, higher
    scores first.
 5. Otherwise the upload is allowed.
@@ -38,14 +41,24 @@ class RoutingPolicy:
     auto_remove_pdq_distance: int = 31
     pdq_match_distance: int = 31
     pdq_min_quality: int = 50
+    vpdq_min_frames: int = 3
 
 
 def is_confident(match: Match, pdq_quality: int, policy: RoutingPolicy) -> bool:
+    """Strong enough to act on without a human: an exact hash; a PDQ match within
+    ``auto_remove_pdq_distance`` on a hash (of the variant that matched) of at
+    least ``pdq_min_quality``; a vPDQ match of at least ``vpdq_min_frames``
+    distinct frames within that distance. Never a quarantined entry."""
     if match.quarantined:
         return False
-    if match.signal != "pdq":
+    if match.signal in ("sha256", "md5"):
         return True
-    return match.distance <= policy.auto_remove_pdq_distance and pdq_quality >= policy.pdq_min_quality
+    if match.distance > policy.auto_remove_pdq_distance:
+        return False
+    if match.signal == "vpdq":
+        return (match.frames or 0) >= policy.vpdq_min_frames
+    quality = match.quality if match.quality is not None else pdq_quality
+    return quality >= policy.pdq_min_quality
 
 
 def match_priority(match: Match, policy: RoutingPolicy) -> int:
@@ -83,7 +96,9 @@ def route(
     if flagging:
         priority = max(match_priority(m, policy) for m in flagging)
         return Verdict(Route.REVIEW, min(priority, 100), "bank_match_review", ordered, score)
-    allowlisted = [m for m in ordered if not m.quarantined]
+    # An allowlist only vouches for an upload on a strong match: a weak PDQ
+    # match must not wave through what the classifier flagged.
+    allowlisted = [m for m in ordered if is_confident(m, pdq_quality, policy)]
     if allowlisted:
         return Verdict(Route.ALLOW, 0, "allowlist_match", ordered, score)
     if score is not None and score >= policy.review_threshold:

@@ -34,6 +34,7 @@ def routing_policy(settings: Settings) -> RoutingPolicy:
         auto_remove_pdq_distance=settings.auto_remove_pdq_distance,
         pdq_match_distance=settings.pdq_match_distance,
         pdq_min_quality=settings.pdq_min_quality,
+        vpdq_min_frames=settings.vpdq_min_frames,
     )
 
 

@@ -17,8 +17,14 @@ def hash_media(data: bytes, image_bgr: np.ndarray, variants: bool = False) -> Ha
 
         found = pdq_variants_with_quality(image_bgr)
         pdq_hex, quality = found.pop("original")
-        extra = {name: hex_ for name, (hex_, _q) in found.items()}
-        return HashSet(crypto.sha256(data), crypto.md5(data), pdq_hex, quality, pdq_variants=extra)
+        return HashSet(
+            crypto.sha256(data),
+            crypto.md5(data),
+            pdq_hex,
+            quality,
+            pdq_variants={name: hex_ for name, (hex_, _q) in found.items()},
+            variant_quality={name: q for name, (_hex, q) in found.items()},
+        )
     pdq_hex, quality = pdq.hash_image(image_bgr)
     return HashSet(sha256=crypto.sha256(data), md5=crypto.md5(data), pdq=pdq_hex, pdq_quality=quality)
 

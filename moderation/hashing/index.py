@@ -204,7 +204,8 @@ class BankIndex:
                         best = found.get(entry_id)
                         if best is not None and best.distance <= dist:
                             continue
-                        m = self._match(entry_id, "pdq", dist, variant=name)
+                        quality = hashes.variant_quality.get(name, hashes.pdq_quality)
+                        m = self._match(entry_id, "pdq", dist, variant=name, quality=quality)
                         if m is not None:
                             found[entry_id] = m
             if hashes.vpdq_frames and len(self._frames):
@@ -237,7 +238,7 @@ class BankIndex:
             # the entry decides, so a clip cut from a banked video matches too.
             share = len(qs) / len(query)
             if share >= bank.vpdq_share:
-                m = self._match(entry_id, "vpdq", worst[entry_id], share=share)
+                m = self._match(entry_id, "vpdq", worst[entry_id], share=share, frames=len(qs))
                 if m is not None:
                     out.append(m)
         return out

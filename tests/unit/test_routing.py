@@ -71,6 +71,10 @@ def q(action: BankAction, signal: str = "pdq", distance: int = 0) -> Match:
     return Match("b", action, 2, signal, distance, quarantined=True)
 
 
+def v(frames: int, distance: int) -> Match:
+    return Match("b", AUTO, 4, "vpdq", distance, share=1.0, frames=frames)
+
+
 @pytest.mark.parametrize(
     ("matches", "score", "route_", "reason"),
     [
@@ -86,9 +90,27 @@ def q(action: BankAction, signal: str = "pdq", distance: int = 0) -> Match:
         # a quarantined auto_remove entry falls back to review
         ([q(AUTO, "sha256")], 0.0, Route.REVIEW, "bank_match_review"),
         ([q(AUTO, "sha256"), m(AUTO, "md5")], 0.0, Route.AUTO_REMOVE, "bank_match_auto_remove"),
-        # review_high reviews, video matches are confident
+        # review_high reviews
         ([m(HIGH, "pdq", 3)], 0.0, Route.REVIEW, "bank_match_review"),
-        ([m(AUTO, "vpdq", 20)], 0.0, Route.AUTO_REMOVE, "bank_match_auto_remove"),
+        # a video match removes with enough matching frames within the distance
+        ([v(3, 20)], 0.0, Route.AUTO_REMOVE, "bank_match_auto_remove"),
+        ([v(2, 20)], 0.0, Route.REVIEW, "bank_match_review"),
+        ([v(9, 25)], 0.0, Route.REVIEW, "bank_match_review"),
+        # a weak allowlist match (too far, or a flat variant) suppresses nothing
+        ([m(ALLOW, "pdq", 25)], 0.99, Route.REVIEW, "classifier_score"),
+        (
+            [Match("b", ALLOW, 3, "pdq", 2, variant="trimmed", quality=10)],
+            0.99,
+            Route.REVIEW,
+            "classifier_score",
+        ),
+        # the matching variant's quality decides, not the original's
+        (
+            [Match("b", AUTO, 3, "pdq", 2, variant="trimmed", quality=10)],
+            0.0,
+            Route.REVIEW,
+            "bank_match_review",
+        ),
     ],
 )
 def test_allowlists_quarantine_and_review_high(matches, score, route_, reason):
