@@ -187,14 +187,21 @@ def add_entries(
     writing anything."""
     rows = []
     now = utcnow()
+    digests: set[str] = set()
+    repeated = 0
     for spec in specs:
         spec = normalise_spec(spec)
+        key = digest(spec.signal, spec.value)
+        if key in digests:  # the same hash twice in one request (e.g. upper and lower case)
+            repeated += 1
+            continue
+        digests.add(key)
         rows.append(
             {
                 "bank_id": bank.id,
                 "signal": spec.signal,
                 "value": spec.value,
-                "digest": digest(spec.signal, spec.value),
+                "digest": key,
                 "value_prefix": spec.value[:64],
                 "status": EntryStatus.ACTIVE.value,
                 "source_ref": spec.source_ref,
@@ -209,7 +216,7 @@ def add_entries(
                 "match_count": 0,
             }
         )
-    result = AddResult()
+    result = AddResult(existing=repeated)
     for chunk, ids in insert_entries(session, rows):
         result.ids.extend(ids)
         result.added += len(ids)

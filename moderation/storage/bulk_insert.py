@@ -63,8 +63,12 @@ def _copy_insert(session: Session, chunk: list[Row]) -> list[int]:
         with cur.copy(f"COPY bank_entries_import ({cols}) FROM STDIN") as copy:
             for row in chunk:
                 copy.write_row([row[c] for c in _ENTRY_COLUMNS])
+        # NOT EXISTS first: ON CONFLICT alone would still draw an id from the
+        # sequence for every hash already stored, and re-imports would inflate ids.
         cur.execute(
-            f"INSERT INTO bank_entries ({cols}) SELECT {cols} FROM bank_entries_import "
+            f"INSERT INTO bank_entries ({cols}) SELECT {cols} FROM bank_entries_import i "
+            "WHERE NOT EXISTS (SELECT 1 FROM bank_entries e "
+            "WHERE e.bank_id = i.bank_id AND e.digest = i.digest) "
             "ON CONFLICT (bank_id, digest) DO NOTHING RETURNING id"
         )
         return sorted(int(r[0]) for r in cur.fetchall())

@@ -231,3 +231,19 @@ def test_changes_that_commit_late_or_fail_to_apply_are_never_lost(sqlite_url):
     feeder.refresh()
     assert len(index) == 0
     engine.dispose()
+
+
+def test_reimports_do_not_use_up_entry_ids_and_repeats_count_as_existing(sessions):
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="t")
+        specs = [EntrySpec("md5", f"{i:032x}") for i in range(100)]
+        first = banks.add_entries(s, bank, specs, added_by="t")
+        for _ in range(3):
+            again = banks.add_entries(s, bank, specs, added_by="t")
+            assert (again.added, again.existing) == (0, 100)
+        new = banks.add_entries(
+            s, bank, [EntrySpec("pdq", PDQ_A), EntrySpec("pdq", PDQ_A.upper())], added_by="t"
+        )
+        assert (new.added, new.existing) == (1, 1)
+        assert new.ids == [max(first.ids) + 1]  # no ids burnt by the re-imports
+        s.commit()
