@@ -69,6 +69,11 @@ class NotFound(RequestError):
     status = 404
 
 
+class Forbidden(RequestError):
+    code = "forbidden"
+    status = 403
+
+
 class Conflict(RequestError):
     code = "conflict"
     status = 409

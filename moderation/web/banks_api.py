@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from moderation.domain import SIGNAL_TYPES, EntrySpec, EntryStatus
-from moderation.errors import NotFound, RequestError
+from moderation.errors import Forbidden, NotFound, RequestError
 from moderation.storage import banks, flood
 from moderation.storage.models import Bank
 from moderation.web.security import api_access
@@ -228,6 +228,10 @@ def get_bank(name: str) -> Any:
 @api_access(**WRITE)
 def update_bank(name: str) -> Any:
     bank = visible_bank(name)
+    if g.token is not None and g.token.bank is not None:
+        # A bank's action and thresholds reflect how far the platform trusts its
+        # submitter: the submitter's own token must not change them.
+        raise Forbidden("a token bound to a bank cannot change the bank's settings; ask an admin")
     body = json_object()
     reject_unknown(body, set(banks.UPDATABLE_BANK_FIELDS))
     changes = _bank_fields(body, banks.UPDATABLE_BANK_FIELDS)

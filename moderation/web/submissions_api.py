@@ -49,13 +49,15 @@ def _target_bank() -> Bank:
 
 
 def _check_case_id(case_id: str) -> str:
-    if not case_id.strip() or "/" in case_id or not case_id.isprintable():
+    """The case id as stored (surrounding spaces removed, as every entry field is)."""
+    case_id = case_id.strip()
+    if not case_id or "/" in case_id or not case_id.isprintable():
         raise RequestError("case_id must be printable text without '/'")
     return case_id
 
 
 def _case_entries(bank: Bank, case_id: str) -> list[BankEntry]:
-    entries = banks.entries_by_case(g.db, bank, case_id)
+    entries = banks.entries_by_case(g.db, bank, case_id.strip())
     if not entries:
         raise NotFound(f"no submission with case id {case_id!r}")
     return entries

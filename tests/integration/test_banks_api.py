@@ -464,6 +464,9 @@ def test_a_token_bound_to_a_bank_sees_only_that_bank(db_url, sessions):
     quarantined = c.get("/api/v1/banks/quarantined", headers=h).get_json()["entries"]
     assert [e["id"] for e in quarantined] == [b_entry]
     assert c.post("/api/v1/banks", json={"name": "gamma", "action": "review"}, headers=h).status_code == 403
+    # ... and cannot raise the trust placed in its own bank.
+    resp = c.patch("/api/v1/banks/beta", json={"action": "auto_remove"}, headers=h)
+    assert resp.status_code == 403 and "ask an admin" in resp.get_json()["error"]
     with sessions() as s:
         assert s.get(BankEntry, a_entry).status == "quarantined"  # type: ignore[union-attr]
 

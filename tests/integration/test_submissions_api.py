@@ -235,3 +235,14 @@ def test_submissions_must_be_json(setup, sessions):
     resp = send(helpline, "POST", "/api/v1/submissions", data="{oops", content_type="application/json")
     assert resp.status_code == 400 and "JSON" in resp.get_json()["error"]
     assert _entries(sessions) == []
+
+
+def test_a_case_id_with_surrounding_spaces_is_the_same_case(setup):
+    send, helpline, _ = setup
+    assert (
+        send(helpline, "POST", "/api/v1/submissions", {"case_id": " HL-7 ", "hashes": HASHES}).status_code
+        == 201
+    )
+    assert send(helpline, "GET", "/api/v1/submissions/HL-7").status_code == 200
+    resp = send(helpline, "POST", "/api/v1/submissions/%20HL-7/withdraw", {})
+    assert resp.status_code == 200 and resp.get_json()["withdrawn"] == 2
