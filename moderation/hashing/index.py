@@ -83,13 +83,13 @@ class BankIndex:
     def apply(self, entries: Iterable[EntryState]) -> int:
         """Bring entries to their given state; returns how many became matchable."""
         added = 0
-        new_pdq: list[tuple[int, np.ndarray]] = []
+        new_pdq: dict[int, np.ndarray] = {}  # added to the PDQ index in one call, at the end
         with self._lock:
             for e in entries:
                 present = self._state.get(e.entry_id) != _ABSENT
                 if not e.matchable:
                     if present:
-                        self._remove(e.entry_id)
+                        self._remove(e.entry_id, new_pdq)
                     continue
                 if present:
                     self._state.data[e.entry_id] = (
@@ -100,16 +100,15 @@ class BankIndex:
                     continue
                 added += 1
             if new_pdq:
-                ids = np.array([i for i, _ in new_pdq], dtype=np.int64)
-                self._pdq.add(ids, np.stack([c for _, c in new_pdq]))
+                self._pdq.add(np.fromiter(new_pdq, dtype=np.int64), np.stack(list(new_pdq.values())))
         return added
 
-    def _add(self, e: EntryState, new_pdq: list[tuple[int, np.ndarray]]) -> bool:
+    def _add(self, e: EntryState, new_pdq: dict[int, np.ndarray]) -> bool:
         if e.signal == "pdq":
             if not pdq.is_pdq_hex(e.value):
                 log.warning("bank entry %d skipped: malformed PDQ hash", e.entry_id)
                 return False
-            new_pdq.append((e.entry_id, pdq.hex_to_bytes(e.value)))
+            new_pdq[e.entry_id] = pdq.hex_to_bytes(e.value)
         elif e.signal == "vpdq":
             if not self._add_video(e):
                 return False
@@ -145,7 +144,7 @@ class BankIndex:
         self._videos[e.entry_id] = _Video(ids)
         return True
 
-    def _remove(self, entry_id: int) -> None:
+    def _remove(self, entry_id: int, pending: dict[int, np.ndarray]) -> None:
         self._state.data[entry_id] = _ABSENT
         self._size -= 1
         key = self._exact_key.pop(entry_id, None)
@@ -159,7 +158,8 @@ class BankIndex:
         if video is not None:
             self._frames.remove(int(i) for i in video.frame_ids)
             return
-        self._pdq.remove([entry_id])
+        if pending.pop(entry_id, None) is None:  # not added in this same batch
+            self._pdq.remove([entry_id])
 
     # -- lookups ----------------------------------------------------------------------
     def _match(self, entry_id: int, signal: str, distance: int, **extra: object) -> Match | None:

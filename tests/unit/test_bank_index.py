@@ -125,3 +125,10 @@ def test_videos_match_by_the_share_of_the_uploads_frames():
 def test_low_quality_frames_of_a_banked_video_are_ignored():
     index = index_with(entry(1, 1, "vpdq", _frames("a" * 64, quality=10)))
     assert len(index) == 0 or index.match(HashSet("s", "m", "a" * 64, 90, vpdq_frames=("a" * 64,))) == []
+
+
+def test_an_entry_added_and_removed_in_one_batch_is_gone():
+    index = index_with(entry(1, 3, "pdq", BASE), entry(1, 3, "pdq", BASE, EntryStatus.WITHDRAWN))
+    assert len(index) == 0 and index.match(plain(BASE)) == []
+    index.apply([entry(1, 3, "pdq", BASE)])
+    assert [m.entry_id for m in index.match(plain(BASE))] == [1]

@@ -140,6 +140,9 @@ def downgrade() -> None:
     op.drop_table("bank_changes")
     with op.batch_alter_table("items") as b:
         b.drop_column("vpdq")
+    # Lossy by nature: the older schema has no video hashes and two actions fewer.
+    op.execute("DELETE FROM bank_entries WHERE signal = 'vpdq' OR length(value) > 128")
+    op.execute("UPDATE banks SET action = 'review' WHERE action IN ('review_high', 'allow')")
     with op.batch_alter_table("bank_entries") as b:
         for ix in ("value_prefix", "case_id", "source_ref", "bank_status"):
             b.drop_index(f"ix_bank_entries_{ix}")
