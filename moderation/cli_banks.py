@@ -159,20 +159,7 @@ def cmd_bank_list(args: argparse.Namespace) -> int:
 
     with _session(load_settings()) as s:
         for bank in banks.list_banks(s):
-            stats = banks.bank_stats(s, bank)
-            print(
-                json.dumps(
-                    {
-                        "bank": bank.name,
-                        "action": bank.action,
-                        "enabled": bank.enabled,
-                        "source": bank.source,
-                        "pdq_distance": bank.pdq_distance,
-                        "vpdq_share": bank.vpdq_share,
-                        **stats,
-                    }
-                )
-            )
+            print(json.dumps(banks.bank_dict(bank, banks.bank_stats(s, bank))))
     return 0
 
 

@@ -417,6 +417,23 @@ def export_records(
         last = page[-1].id
 
 
+def bank_dict(bank: Bank, stats: dict[str, int] | None = None) -> dict[str, object]:
+    out: dict[str, object] = {
+        "name": bank.name,
+        "action": bank.action,
+        "description": bank.description,
+        "pdq_distance": bank.pdq_distance,
+        "vpdq_share": bank.vpdq_share,
+        "enabled": bank.enabled,
+        "source": bank.source,
+        "created_at": bank.created_at.isoformat(),
+        "updated_at": bank.updated_at.isoformat(),
+    }
+    if stats is not None:
+        out["stats"] = stats
+    return out
+
+
 def entry_dict(e: BankEntry, bank_name: str) -> dict[str, object]:
     return {
         "id": e.id,

@@ -146,23 +146,6 @@ def choice_arg(name: str, choices: tuple[str, ...]) -> str:
 
 
 # -- presentation --------------------------------------------------------------------
-def bank_dict(bank: Bank, stats: dict[str, int] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": bank.name,
-        "action": bank.action,
-        "description": bank.description,
-        "pdq_distance": bank.pdq_distance,
-        "vpdq_share": bank.vpdq_share,
-        "enabled": bank.enabled,
-        "source": bank.source,
-        "created_at": bank.created_at.isoformat(),
-        "updated_at": bank.updated_at.isoformat(),
-    }
-    if stats is not None:
-        out["stats"] = stats
-    return out
-
-
 def visible_bank(name: str) -> Bank:
     """The bank, if the caller may see it: a token bound to a bank sees only that one."""
     if g.token is not None and g.token.bank is not None and g.token.bank != name:
@@ -175,7 +158,7 @@ def visible_bank(name: str) -> Bank:
 @api_access(**READ)
 def list_banks() -> Any:
     found = [b for b in banks.list_banks(g.db) if g.token is None or g.token.bank in (None, b.name)]
-    return jsonify(banks=[bank_dict(b, banks.bank_stats(g.db, b)) for b in found])
+    return jsonify(banks=[banks.bank_dict(b, banks.bank_stats(g.db, b)) for b in found])
 
 
 def _bank_fields(body: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -214,14 +197,14 @@ def create_bank() -> Any:
     action = fields.pop("action")
     bank = banks.create_bank(g.db, name, action, actor=g.actor, **fields)
     g.db.commit()
-    return jsonify(bank_dict(bank, banks.bank_stats(g.db, bank))), 201
+    return jsonify(banks.bank_dict(bank, banks.bank_stats(g.db, bank))), 201
 
 
 @bp.get("/banks/<name>")
 @api_access(**READ)
 def get_bank(name: str) -> Any:
     bank = visible_bank(name)
-    return jsonify(bank_dict(bank, banks.bank_stats(g.db, bank)))
+    return jsonify(banks.bank_dict(bank, banks.bank_stats(g.db, bank)))
 
 
 @bp.patch("/banks/<name>")
@@ -239,7 +222,7 @@ def update_bank(name: str) -> Any:
         raise RequestError(f"nothing to change: send any of {', '.join(banks.UPDATABLE_BANK_FIELDS)}")
     banks.update_bank(g.db, bank, actor=g.actor, **changes)
     g.db.commit()
-    return jsonify(bank_dict(bank, banks.bank_stats(g.db, bank)))
+    return jsonify(banks.bank_dict(bank, banks.bank_stats(g.db, bank)))
 
 
 @bp.get("/banks/quarantined")

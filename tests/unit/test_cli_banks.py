@@ -113,3 +113,14 @@ def test_threatexchange_hash_lists_import_and_export_one_signal(cli, tmp_path):
     assert len(out.read_text().split()) == 1 and len(out.read_text().strip()) == 64
     code, rows, _ = cli("bank", "import", "copy", str(out), "--format", "te-hashes", "--signal", "pdq")
     assert code == 0 and rows[0]["added"] == 1
+
+
+def test_bank_list_shows_settings_and_counts(cli, tmp_path):
+    cli("bank", "create", "victims", "--action", "auto_remove", "--pdq-distance", "24")
+    img = tmp_path / "a.jpg"
+    img.write_bytes(encode(synthetic_image(61)))
+    cli("bank", "add", "victims", str(img))
+    code, rows, _ = cli("bank", "list")
+    assert code == 0
+    assert (rows[0]["name"], rows[0]["action"], rows[0]["pdq_distance"]) == ("victims", "auto_remove", 24)
+    assert rows[0]["stats"]["active"] == 3
