@@ -195,6 +195,10 @@ class Worker:
         for entry_id in quarantined:
             self.metrics.bank_entries_quarantined.inc()
             log.warning("bank entry quarantined by flood control", extra={"entry_id": entry_id})
+        if quarantined:
+            # This worker stops acting on the entry with its very next upload;
+            # the others follow within BANK_REFRESH_SECONDS.
+            self._retrying("database", lambda: self.refresh_banks(force=True))
         outcome = analysis.verdict.route.value if created else "duplicate"
         automatic = AUTOMATIC_DECISIONS.get(outcome)
         if automatic and (outcome != "allow" or self.publish_allow):

@@ -80,6 +80,9 @@ def test_edited_reuploads_allowlists_withdrawals_and_flood_control(
     # A hash added while the worker runs matches the next upload, no restart.
     fresh = synthetic_image(302)
     _bank(sessions, "helpline", "auto_remove", encode(fresh))
+    index = worker.worker.pipeline.index
+    fresh_hashes = hash_media(encode(fresh), fresh)
+    wait_until(lambda: index.match(fresh_hashes), timeout=5)  # within BANK_REFRESH_SECONDS
     item = _outcome(sessions, _publish(publish, settings, media_server, "fresh.jpg", encode(fresh)))
     assert item.route == "auto_remove" and item.matches[0]["bank"] == "helpline"
 
@@ -100,6 +103,8 @@ def test_edited_reuploads_allowlists_withdrawals_and_flood_control(
         bank = banks.get_bank(s, "victims")
         banks.set_status(s, bank, banks.entries_by_case(s, bank, "case-7"), EntryStatus.WITHDRAWN, actor="t")
         s.commit()
+    victim_hashes = hash_media(encode(victim), victim)
+    wait_until(lambda: not index.match(victim_hashes), timeout=5)
     item = _outcome(
         sessions, _publish(publish, settings, media_server, "after.jpg", reencoded_copy(victim, 0.9))
     )

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from moderation.classify import FixedScoreClassifier
 from moderation.cli import main
+from moderation.domain import HashSet
 from moderation.events.uploads import make_upload_event
 from moderation.hashing import pdq
 from moderation.storage.models import Bank, Item
@@ -64,7 +65,7 @@ def test_stopncii_sync_match_review_feedback_and_withdrawal(
             bank = s.scalar(select(Bank).where(Bank.name == "stopncii"))
             assert bank is not None and (bank.action, bank.source) == ("review_high", "stopncii")
 
-        start_worker(settings, classifier=FixedScoreClassifier(0.0))
+        worker = start_worker(settings, classifier=FixedScoreClassifier(0.0))
         item = _item(sessions, _upload(publish, settings, media_server, reencoded_copy(victim)))
         assert item.route == "review" and item.matches[0]["bank"] == "stopncii"
         assert item.priority >= 90  # review_high
@@ -92,5 +93,8 @@ def test_stopncii_sync_match_review_feedback_and_withdrawal(
         server.set_status(victim_pdq, "Withdrawn")
         assert main(["exchange", "sync", "stopncii"]) == 0
         assert json.loads(capsys.readouterr().out)["withdrawn"] == 1
+        index = worker.worker.pipeline.index
+        probe = HashSet("", "", victim_pdq, 100)
+        wait_until(lambda: [m.bank for m in index.match(probe)] == ["confirmed"], timeout=5)
         later = _item(sessions, _upload(publish, settings, media_server, reencoded_copy(victim, 0.8)))
         assert [m["bank"] for m in later.matches] == ["confirmed"]
