@@ -174,7 +174,7 @@ def write_entries(
     for record in records:
         row = _export_row(record)
         if fmt == "csv":
-            writer.writerow(["" if row[k] is None else row[k] for k in EXPORT_FIELDS])
+            writer.writerow([_cell("" if row[k] is None else row[k]) for k in EXPORT_FIELDS])
         elif fmt == "jsonl":
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
         elif fmt == "te":
@@ -305,9 +305,25 @@ def _read_csv(stream: TextIO) -> Iterator[_Parsed]:
             if len(row) > len(columns):
                 yield LineProblem(line, f"{len(row)} fields but the header has {len(columns)}")
                 continue
-            yield _entry(line, dict(zip(columns, row, strict=False)))
+            yield _entry(line, {c: _uncell(v) for c, v in zip(columns, row, strict=False)})
     except _CsvSyntax as exc:
         yield exc.problem
+
+
+# Spreadsheets run a cell that starts with one of these as a formula. Exported
+# CSV cells (notes and case ids come from outside) get a leading apostrophe,
+# which spreadsheets show as text and the importer removes again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _uncell(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
 
 
 def _read_jsonl(stream: TextIO) -> Iterator[_Parsed]:

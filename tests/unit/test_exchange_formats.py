@@ -374,3 +374,17 @@ def test_round_trip_through_the_threatexchange_cli(
     cv2.imwrite(str(tmp_path / "picture.png"), picture)
     (hashed,) = _read(tx("hash", "photo", str(tmp_path / "picture.png")), "te")
     assert hashed == EntrySpec("pdq", hash_image(picture)[0])
+
+
+def test_csv_exports_cannot_smuggle_spreadsheet_formulas_and_still_round_trip():
+    import io
+
+    from moderation.domain import EntrySpec
+    from moderation.exchanges.formats import read_entries, write_entries
+
+    note = '=HYPERLINK("http://evil.example","click")'
+    out = io.StringIO()
+    write_entries([EntrySpec("md5", "a" * 32, case_id="-7", note=note)], out, "csv")
+    assert "\"'=HYPERLINK" in out.getvalue() and ",'-7," in out.getvalue()
+    (back,) = list(read_entries(io.StringIO(out.getvalue()), "csv"))
+    assert (back.note, back.case_id) == (note, "-7")
