@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moderation.errors import MediaDecodeError
+from moderation.hashing import video
 from moderation.media.decode import CONTENT_TYPES, decode_image
 
 VIDEO_CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
@@ -33,21 +34,10 @@ class Media:
     pictures: tuple[np.ndarray, ...]  # the image, or sampled video frames (BGR)
 
 
-def sniff_video(data: bytes) -> str | None:
-    """``mp4`` (ISO base media: an ``ftyp`` box first) or ``webm`` (EBML header)."""
-    if data[4:8] == b"ftyp":
-        return "mp4"
-    if data[:4] == b"\x1a\x45\xdf\xa3":
-        return "webm"
-    return None
-
-
 def load_media(data: bytes, limits: MediaLimits) -> Media:
     """Raises MediaDecodeError / MediaTooLarge (InvalidInput) for bad media."""
-    container = sniff_video(data)
+    container = video.is_video(data)
     if container is not None:
-        from moderation.hashing import video
-
         frames = video.sample_frames(data, count=CLASSIFY_FRAMES, max_pixels=limits.max_image_pixels)
         if not frames:
             raise MediaDecodeError(f"{container} video has no decodable frames")

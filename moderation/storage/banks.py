@@ -240,36 +240,48 @@ def _existing(
     entries = session.scalars(
         select(BankEntry).where(BankEntry.bank_id == bank.id, BankEntry.digest.in_(list(by_digest)))
     )
-    revived = []
+    to_revive = []
     for entry in entries:
         if entry.id in new:
             continue
         result.existing += 1
         result.existing_ids.append(entry.id)
         if revive and entry.status == EntryStatus.WITHDRAWN.value:
-            row = by_digest[entry.digest]
-            audit.record(
-                session,
-                actor,
-                "bank.entry.resubmitted",
-                None,
-                bank=bank.name,
-                entry_id=entry.id,
-                previous=entry.status,
-                previous_case_id=entry.case_id,
-            )
-            entry.status = EntryStatus.ACTIVE.value
-            entry.case_id = str(row["case_id"]) or entry.case_id
-            entry.source_ref = str(row["source_ref"]) or entry.source_ref
-            entry.withdrawn_at = None
-            entry.status_changed_by = actor
-            entry.status_reason = "submitted again"
-            entry.updated_at = utcnow()
-            revived.append(entry.id)
-    if revived:
+            to_revive.append(entry)
+    result.revived += len(reactivate(session, bank, to_revive, actor=actor, reason="submitted again"))
+    for entry in to_revive:
+        row = by_digest[entry.digest]
+        entry.case_id = str(row["case_id"]) or entry.case_id
+        entry.source_ref = str(row["source_ref"]) or entry.source_ref
+
+
+def reactivate(
+    session: Session, bank: Bank, entries: Sequence[BankEntry], *, actor: str, reason: str
+) -> list[int]:
+    """Make withdrawn entries active again because their hash was submitted or
+    listed anew (the one way back from a withdrawal); audited, fed to workers."""
+    now = utcnow()
+    for entry in entries:
+        audit.record(
+            session,
+            actor,
+            "bank.entry.resubmitted",
+            None,
+            bank=bank.name,
+            entry_id=entry.id,
+            previous=entry.status,
+            previous_case_id=entry.case_id,
+        )
+        entry.status = EntryStatus.ACTIVE.value
+        entry.withdrawn_at = None
+        entry.status_changed_by = actor
+        entry.status_reason = reason
+        entry.updated_at = now
+    ids = [e.id for e in entries]
+    if ids:
         session.flush()
-        result.revived += len(revived)
-        record_change(session, bank.id, revived)
+        record_change(session, bank.id, ids)
+    return ids
 
 
 def add_signals(

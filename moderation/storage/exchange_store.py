@@ -76,21 +76,16 @@ class SqlExchangeStore:
         updated = 0
         if result.existing_ids:
             wanted = {banks.digest(u.signal, banks.normalise_spec(u).value): u for u in upserts}
-            revived = []
-            for entry in s.scalars(select(BankEntry).where(BankEntry.id.in_(result.existing_ids))):
+            existing = list(s.scalars(select(BankEntry).where(BankEntry.id.in_(result.existing_ids))))
+            before = {e.id: (e.source_ref, e.case_id, e.note, e.status) for e in existing}
+            withdrawn_again = [e for e in existing if e.status == EntryStatus.WITHDRAWN.value]
+            banks.reactivate(s, bank, withdrawn_again, actor=exchange, reason="listed again")
+            for entry in existing:
                 spec = wanted[entry.digest]
-                before = (entry.source_ref, entry.case_id, entry.note, entry.status)
                 entry.source_ref, entry.case_id, entry.note = spec.source_ref, spec.case_id, spec.note
-                if entry.status == EntryStatus.WITHDRAWN.value:
-                    entry.status, entry.withdrawn_at = EntryStatus.ACTIVE.value, None
-                    entry.status_changed_by, entry.status_reason = exchange, "listed again"
-                    revived.append(entry.id)
-                if (entry.source_ref, entry.case_id, entry.note, entry.status) != before:
+                if (entry.source_ref, entry.case_id, entry.note, entry.status) != before[entry.id]:
                     entry.updated_at = utcnow()
                     updated += 1
-            if revived:
-                s.flush()
-                banks.record_change(s, bank.id, revived)
         gone = banks.entries_by_source_ref(s, bank, list(withdrawn))
         live = [e for e in gone if e.status != EntryStatus.WITHDRAWN.value]
         banks.set_status(s, bank, live, EntryStatus.WITHDRAWN, actor=exchange, reason="withdrawn at source")
