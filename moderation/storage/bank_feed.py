@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation.domain import BankAction, BankConfig, EntryState, EntryStatus
+from moderation.domain import BankConfig, EntryState, EntryStatus
+from moderation.storage.banks import bank_config
 from moderation.storage.models import Bank, BankChange, BankEntry, utcnow
 
 PAGE = 10_000
@@ -43,10 +44,11 @@ class ChangeCursor:
     def fresh(self, ids: Iterable[int]) -> list[int]:
         """The ids not applied yet, in order; marks them applied and advances."""
         new = sorted(i for i in set(ids) if i > self.watermark and i not in self._seen)
+        previous_high = self.high
         self._seen.update(new)
         for i in new:
             self._gaps.pop(i, None)  # a late commit arrived
-        self._advance()
+        self._advance(previous_high)
         return new
 
     def copy(self) -> ChangeCursor:
@@ -61,13 +63,15 @@ class ChangeCursor:
         """The largest id applied: new rows are those above it, or in a gap."""
         return max(self._seen, default=self.watermark)
 
-    def _advance(self) -> None:
+    def _advance(self, previous_high: int) -> None:
         if not self._seen:
             return
         now = self.clock()
         top = max(self._seen)
-        for missing in range(self.watermark + 1, top):
-            if missing not in self._seen and missing not in self._gaps:
+        # Every id up to previous_high is already applied or a known gap: only
+        # ids between it and the new top can be new gaps.
+        for missing in range(max(self.watermark, previous_high) + 1, top):
+            if missing not in self._seen:
                 self._gaps[missing] = now
         while self.watermark < top:
             nxt = self.watermark + 1
@@ -82,11 +86,15 @@ class ChangeCursor:
             del self._gaps[gap]
 
 
+_STATE_COLUMNS = (BankEntry.id, BankEntry.bank_id, BankEntry.signal, BankEntry.value, BankEntry.status)
+
+
+def _state(row: Any) -> EntryState:
+    return EntryState(row[0], row[1], row[2], row[3], EntryStatus(row[4]))
+
+
 def load_banks(session: Session) -> list[BankConfig]:
-    return [
-        BankConfig(b.id, b.name, BankAction(b.action), b.pdq_distance, b.vpdq_share, b.enabled)
-        for b in session.scalars(select(Bank))
-    ]
+    return [bank_config(b) for b in session.scalars(select(Bank))]
 
 
 def latest_change_id(session: Session) -> int:
@@ -99,7 +107,7 @@ def matchable_entries(session: Session, page: int = LOAD_PAGE) -> Iterator[list[
     statuses = [s.value for s in EntryStatus if s.matches]
     while True:
         rows = session.execute(
-            select(BankEntry.id, BankEntry.bank_id, BankEntry.signal, BankEntry.value, BankEntry.status)
+            select(*_STATE_COLUMNS)
             .where(BankEntry.id > last, BankEntry.status.in_(statuses))
             .order_by(BankEntry.id)
             .limit(page)
@@ -107,7 +115,7 @@ def matchable_entries(session: Session, page: int = LOAD_PAGE) -> Iterator[list[
         if not rows:
             return
         last = rows[-1][0]
-        yield [EntryState(r[0], r[1], r[2], r[3], EntryStatus(r[4])) for r in rows]
+        yield [_state(r) for r in rows]
 
 
 @dataclass
@@ -148,12 +156,9 @@ def changes_after(session: Session, cursor: ChangeCursor, limit: int = PAGE) -> 
     entries: list[EntryState] = []
     for start in range(0, len(entry_ids), 1000):
         chunk = entry_ids[start : start + 1000]
-        for r in session.execute(
-            select(
-                BankEntry.id, BankEntry.bank_id, BankEntry.signal, BankEntry.value, BankEntry.status
-            ).where(BankEntry.id.in_(chunk))
-        ):
-            entries.append(EntryState(r[0], r[1], r[2], r[3], EntryStatus(r[4])))
+        entries += [
+            _state(r) for r in session.execute(select(*_STATE_COLUMNS).where(BankEntry.id.in_(chunk)))
+        ]
     return ChangeBatch(banks_changed, entries, after, more=more)
 
 
