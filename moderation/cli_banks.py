@@ -97,15 +97,10 @@ def register(sub: Any) -> None:
 # -- shared ----------------------------------------------------------------------------
 @contextmanager
 def _session(settings: Settings) -> Iterator[Session]:
-    from moderation.storage.db import make_engine, make_sessionmaker, prepare_embedded
+    from moderation.storage.db import open_sessions
 
-    prepare_embedded(settings.database_url)
-    engine = make_engine(settings.database_url)
-    try:
-        with make_sessionmaker(engine)() as session:
-            yield session
-    finally:
-        engine.dispose()
+    with open_sessions(settings.database_url) as sessions, sessions() as session:
+        yield session
 
 
 def _fail(message: str) -> int:
@@ -279,20 +274,17 @@ def cmd_match(args: argparse.Namespace) -> int:
     from moderation.hashing.index import BankIndex
     from moderation.routing import route
     from moderation.storage.bank_feed import IndexFeeder
-    from moderation.storage.db import make_engine, make_sessionmaker
+    from moderation.storage.db import open_sessions
 
     settings = load_settings()
     as_json = args.json or not sys.stdout.isatty()
-    with _session(settings):
-        pass  # migrates the embedded default
     index = BankIndex(settings.pdq_match_distance)
-    engine = make_engine(settings.database_url)
 
     def progress(loaded: int) -> None:
         print(f"loaded {loaded:,} bank entries", file=sys.stderr, flush=True)
 
-    IndexFeeder(make_sessionmaker(engine), index).load(progress=progress)
-    engine.dispose()
+    with open_sessions(settings.database_url) as sessions:
+        IndexFeeder(sessions, index).load(progress=progress)
     policy = runtime.routing_policy(settings)
     failures = 0
     for raw, hashed in _hash_files(args.paths, settings, variants=settings.pdq_variants):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from moderation.config import Settings, load_settings
@@ -56,12 +58,13 @@ def make_client(name: str, settings: Settings) -> Any:
     )
 
 
-def _store(settings: Settings) -> Any:
-    from moderation.storage.db import make_engine, make_sessionmaker, prepare_embedded
+@contextmanager
+def _store(settings: Settings) -> Iterator[Any]:
+    from moderation.storage.db import open_sessions
     from moderation.storage.exchange_store import SqlExchangeStore
 
-    prepare_embedded(settings.database_url)
-    return SqlExchangeStore(make_sessionmaker(make_engine(settings.database_url)))
+    with open_sessions(settings.database_url) as sessions:
+        yield SqlExchangeStore(sessions)
 
 
 def cmd_exchange_sync(args: argparse.Namespace) -> int:
@@ -78,7 +81,8 @@ def cmd_exchange_sync(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    result = sync_exchange(client, _store(settings), bank, progress=progress)
+    with _store(settings) as store:
+        result = sync_exchange(client, store, bank, progress=progress)
     print(
         json.dumps(
             {
@@ -100,6 +104,8 @@ def cmd_exchange_feedback(args: argparse.Namespace) -> int:
     from moderation.exchanges.sync import sync_feedback
 
     settings = load_settings()
-    result = sync_feedback(make_client(args.exchange, settings), _store(settings), limit=args.limit)
+    client = make_client(args.exchange, settings)
+    with _store(settings) as store:
+        result = sync_feedback(client, store, limit=args.limit)
     print(json.dumps({"exchange": args.exchange, "sent": result.sent, "rejected": result.rejected}))
     return 0

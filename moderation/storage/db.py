@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,15 @@ def prepare_embedded(url: str) -> None:
     on a fresh machine; a server database is migrated by `moderation db upgrade`."""
     if normalise_url(url).startswith("sqlite"):
         upgrade(url)
+
+
+@contextmanager
+def open_sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on ``url`` for one shell command: the embedded default is
+    migrated first, and the engine is closed when the command ends."""
+    prepare_embedded(url)
+    engine = make_engine(url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
