@@ -126,6 +126,17 @@ def translate_http_errors(
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+@contextmanager
+def readable_checkpoint(text: str, exchange: str) -> Iterator[None]:
+    """Turns a malformed stored checkpoint into a FatalError that says how to recover."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FatalError(
+            f"stored {exchange} checkpoint is unreadable ({exc}): {text[:200]!r}; reset it to resync"
+        ) from None
+
+
 def _body_excerpt(response: requests.Response | None) -> str:
     if response is None:
         return ""

@@ -52,8 +52,8 @@ from threatexchange.exchanges.clients.ncmec.hash_api import (
 )
 
 from moderation.domain import EntrySpec
-from moderation.errors import ConfigError, FatalError, TransientError
-from moderation.exchanges.client import Batch, http_adapter, translate_http_errors
+from moderation.errors import ConfigError, TransientError
+from moderation.exchanges.client import Batch, http_adapter, readable_checkpoint, translate_http_errors
 from moderation.hashing.signals import FIELD_LIMITS, make_entry
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ class _Checkpoint:
     def parse(cls, text: str | None, default_start: int) -> _Checkpoint:
         if text is None:
             return cls(default_start)
-        try:
+        with readable_checkpoint(text, "NCMEC"):
             raw = json.loads(text)
             state = cls(
                 int(raw["from"]),
@@ -251,10 +251,6 @@ class _Checkpoint:
                 str(raw.get("next") or ""),
                 int(raw.get("next_at") or 0),
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FatalError(
-                f"stored NCMEC checkpoint is unreadable ({exc}): {text[:200]!r}; reset it to resync"
-            ) from None
         if state.next and not state.end:
             return cls(state.start)
         return state

@@ -54,11 +54,12 @@ from threatexchange.exchanges.clients.stopncii.api import (
 )
 
 from moderation.domain import EntrySpec
-from moderation.errors import ConfigError, FatalError, TransientError
+from moderation.errors import ConfigError, TransientError
 from moderation.exchanges.client import (
     Batch,
     ExchangeRejected,
     http_adapter,
+    readable_checkpoint,
     translate_http_errors,
 )
 from moderation.exchanges.entries import join_within
@@ -236,14 +237,9 @@ class _Checkpoint:
     def parse(cls, text: str | None, default_start: int) -> _Checkpoint:
         if text is None:
             return cls(default_start)
-        try:
+        with readable_checkpoint(text, "StopNCII"):
             raw = json.loads(text)
-            state = cls(int(raw["start"]), str(raw.get("token") or ""), int(raw.get("token_at") or 0))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FatalError(
-                f"stored StopNCII checkpoint is unreadable ({exc}): {text[:200]!r}; reset it to resync"
-            ) from None
-        return state
+            return cls(int(raw["start"]), str(raw.get("token") or ""), int(raw.get("token_at") or 0))
 
     def dump(self) -> str:
         data: dict[str, Any] = {"v": 1, "start": self.start}
