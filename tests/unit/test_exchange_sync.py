@@ -507,3 +507,8 @@ def test_feedback_outcomes_keep_input_order() -> None:
     ]
     assert isinstance(outcomes[2].cause, TransientError) and outcomes[3].cause is None
     assert client.sent == ["a"]
+
+
+def test_an_unreadable_stored_checkpoint_says_how_to_recover(stopncii_server: StopNCIIServer) -> None:
+    with pytest.raises(FatalError, match="StopNCII checkpoint is unreadable.*reset it to resync"):
+        list(_stopncii(stopncii_server).fetch_updates("not json"))
