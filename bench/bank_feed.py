@@ -18,19 +18,19 @@ import statistics
 import sys
 import threading
 import time
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import psycopg  # noqa: E402
+from scratch_db import scratch_database  # noqa: E402
 
 from moderation.domain import EntrySpec, HashSet  # noqa: E402
 from moderation.hashing.index import BankIndex  # noqa: E402
 from moderation.storage import banks  # noqa: E402
 from moderation.storage.bank_feed import IndexFeeder  # noqa: E402
-from moderation.storage.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
+from moderation.storage.db import make_engine, make_sessionmaker  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -45,13 +45,10 @@ def main() -> None:
     ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
 
-    db = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    url = args.admin_url.rsplit("/", 1)[0] + f"/{db}"
+    database = ExitStack()
+    url = database.enter_context(scratch_database(args.admin_url))
     engine = None
     try:
-        upgrade(url)
         engine = make_engine(url)
         sessions = make_sessionmaker(engine)
         rng = np.random.default_rng(0)
@@ -121,8 +118,7 @@ def main() -> None:
     finally:
         if engine is not None:
             engine.dispose()
-        with psycopg.connect(args.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        database.close()
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psycopg  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
+from scratch_db import scratch_database  # noqa: E402
 
 from moderation import runtime  # noqa: E402
 from moderation.config import load_settings  # noqa: E402
@@ -30,7 +31,6 @@ from moderation.embedded import EmbeddedBroker  # noqa: E402
 from moderation.events import kafka  # noqa: E402
 from moderation.events.uploads import make_upload_event  # noqa: E402
 from moderation.metrics import STAGES, Metrics  # noqa: E402
-from moderation.storage.db import upgrade  # noqa: E402
 from tests.support.http import MediaServer  # noqa: E402
 from tests.support.images import encode, synthetic_image  # noqa: E402
 
@@ -42,10 +42,8 @@ def main() -> None:
     ap.add_argument("--onnx-threads", type=int, default=0)
     args = ap.parse_args()
 
-    db = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    url = args.admin_url.rsplit("/", 1)[0] + f"/{db}"
+    database = ExitStack()
+    url = database.enter_context(scratch_database(args.admin_url))
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -53,7 +51,6 @@ def main() -> None:
         bootstrap = broker.bootstrap
     server = MediaServer()
     try:
-        upgrade(url)
         suffix = uuid.uuid4().hex[:6]
         settings = load_settings(
             {},
@@ -116,8 +113,7 @@ def main() -> None:
         server.close()
         if broker:
             broker.stop()
-        with psycopg.connect(args.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        database.close()
 
 
 if __name__ == "__main__":
