@@ -67,7 +67,8 @@ class Settings:
     media_connect_timeout_s: float = 5.0
     media_read_timeout_s: float = 15.0
     media_total_timeout_s: float = 30.0
-    max_image_pixels: int = 50_000_000
+    max_image_pixels: int = 50_000_000  # never decode more pixels; larger JPEGs decode at reduced scale
+    decode_min_side: int = 768  # large JPEGs decode at 1/2, 1/4 or 1/8 scale to this shorter side; 0: off
 
     # Matching and routing
     pdq_match_distance: int = 31
@@ -87,8 +88,11 @@ class Settings:
     vpdq_min_frames: int = 3  # a vPDQ match auto-removes only with this many matching frames
 
     # Classifier
-    classifier_model: str = "opennsfw"  # or a path to an .onnx file with the same contract
-    onnx_threads: int = 0  # 0: let ONNX Runtime decide
+    classifier_model: str = "open_nsfw"  # comma-separated model cards (models/<name>.toml), name=weight
+    classifier_combine: str = "mean"  # mean (weighted) | max of the models' scores
+    onnx_threads: int = 0  # intra-op threads per ONNX Runtime session; 0: one per core
+    classify_batch_size: int = 8  # events classified together (one ONNX run per model)
+    classify_batch_wait_ms: int = 200  # stop gathering a batch after this long, even if not full
 
     # Hash exchanges (moderation exchange sync|feedback)
     stopncii_api_url: str = "https://api.stopncii.org/v1"
@@ -166,5 +170,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError("FLOOD_WINDOW_SECONDS must be at least 60")
     if s.video_seconds_per_hash <= 0:
         raise ConfigError("VIDEO_SECONDS_PER_HASH must be greater than 0")
+    if s.classifier_combine not in {"mean", "max"}:
+        raise ConfigError(f"CLASSIFIER_COMBINE={s.classifier_combine!r}: expected mean or max")
+    if s.classify_batch_size < 1:
+        raise ConfigError("CLASSIFY_BATCH_SIZE must be at least 1")
     if s.claim_lease_seconds < 10:
         raise ConfigError("CLAIM_LEASE_SECONDS must be at least 10")

@@ -35,9 +35,15 @@ class Metrics:
         )
         self.inference_seconds = Histogram(
             "moderation_model_inference_seconds",
-            "ONNX Runtime inference time per call, by model.",
+            "Classifier time per batch (preprocessing and every model's ONNX Runtime run), by model set.",
             ["model"],
             buckets=_FAST,
+            registry=r,
+        )
+        self.classify_batch_size = Histogram(
+            "moderation_classify_batch_pictures",
+            "Pictures scored per classifier batch (images, video and animation frames of several events).",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
         self.bank_matches = Counter(

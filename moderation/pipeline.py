@@ -1,17 +1,22 @@
-"""One upload event -> signals -> verdict: fetch, decode, hash, match, classify, route.
+"""Upload events -> signals -> verdicts: fetch, decode, hash, match, classify, route.
+
+Work is split so that the worker can classify many events in one batch:
+``prepare`` does everything up to the classifier for one event, ``classify``
+scores the pictures of several prepared events in one run per model, and
+``finish`` routes. ``analyse`` chains the three for one event.
 
 No database or broker here: the worker persists and publishes what this returns,
-and ``moderation hash``/tests call the same steps on local bytes.
+and the CLI and tests call the same steps on local bytes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from moderation.classify import Classifier
+from moderation.classify import Classifier, Scores, highest
 from moderation.domain import HashSet, Match, UploadEvent, Verdict
 from moderation.hashing import hash_media, hash_video_bytes
 from moderation.hashing.index import BankIndex
@@ -22,15 +27,33 @@ from moderation.routing import RoutingPolicy, route
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """One event with everything but the classifier's verdict."""
+
+    event: UploadEvent
+    data: bytes
+    media: Media
+    hashes: HashSet
+    matches: tuple[Match, ...]
+
+
+@dataclass(frozen=True)
 class Analysis:
     event: UploadEvent
     data: bytes
     content_type: str
     hashes: HashSet
     matches: tuple[Match, ...]
-    score: float | None
-    model_version: str
+    classification: Scores
     verdict: Verdict
+
+    @property
+    def score(self) -> float:
+        return self.classification.score
+
+    @property
+    def model_version(self) -> str:
+        return self.classification.versions
 
 
 class Pipeline:
@@ -62,11 +85,19 @@ class Pipeline:
 
     def analyse(self, event: UploadEvent) -> Analysis:
         """Raises InvalidInput subclasses for media that can never be processed."""
-        with self._stage("fetch"):
-            data = self.fetcher.fetch(event.media_url)
-        return self.analyse_bytes(event, data)
+        prepared = self.prepare(event)
+        return self.finish(prepared, self.classify([prepared])[0])
 
     def analyse_bytes(self, event: UploadEvent, data: bytes) -> Analysis:
+        prepared = self.prepare_bytes(event, data)
+        return self.finish(prepared, self.classify([prepared])[0])
+
+    def prepare(self, event: UploadEvent) -> Prepared:
+        with self._stage("fetch"):
+            data = self.fetcher.fetch(event.media_url)
+        return self.prepare_bytes(event, data)
+
+    def prepare_bytes(self, event: UploadEvent, data: bytes) -> Prepared:
         with self._stage("decode"):
             media = load_media(data, self.limits)
         with self._stage("hash"):
@@ -75,26 +106,38 @@ class Pipeline:
             matches = tuple(self.index.match(hashes))
         for m in matches:
             self.metrics.bank_matches.labels(m.bank, m.signal).inc()
-        score = self._classify(media)
-        verdict = route(matches, score, hashes.pdq_quality, self.policy)
-        return Analysis(
-            event=event,
-            data=data,
-            content_type=media.content_type,
-            hashes=hashes,
-            matches=matches,
-            score=score,
-            model_version=self.classifier.version,
-            verdict=verdict,
-        )
+        return Prepared(event, data, media, hashes, matches)
 
-    def _classify(self, media: Media) -> float:
-        """The highest score over the picture (or the sampled video frames)."""
+    def classify(self, prepared: Sequence[Prepared]) -> list[Scores]:
+        """Each event's verdict: the highest over its picture or sampled frames,
+        all pictures of all events scored in one batch."""
+        if not prepared:
+            return []
+        pictures = [p for item in prepared for p in item.media.pictures]
         with self._stage("classify"):
             started = time.perf_counter()
-            score = max(self.classifier.score(p) for p in media.pictures)
-            self.metrics.inference_seconds.labels(self.classifier.name).observe(time.perf_counter() - started)
-        return score
+            scores = self.classifier.classify(pictures)
+            elapsed = time.perf_counter() - started
+        self.metrics.inference_seconds.labels(self.classifier.name).observe(elapsed)
+        self.metrics.classify_batch_size.observe(len(pictures))
+        results, start = [], 0
+        for item in prepared:
+            count = len(item.media.pictures)
+            results.append(highest(scores[start : start + count]))
+            start += count
+        return results
+
+    def finish(self, prepared: Prepared, classification: Scores) -> Analysis:
+        verdict = route(prepared.matches, classification.score, prepared.hashes.pdq_quality, self.policy)
+        return Analysis(
+            event=prepared.event,
+            data=prepared.data,
+            content_type=prepared.media.content_type,
+            hashes=prepared.hashes,
+            matches=prepared.matches,
+            classification=classification,
+            verdict=verdict,
+        )
 
 
 def hash_loaded(data: bytes, media: Media, limits: MediaLimits, variants: bool) -> HashSet:

@@ -48,7 +48,8 @@ def build_pipeline(settings: Settings, metrics: Metrics, classifier: Classifier 
             total_timeout_s=settings.media_total_timeout_s,
         ),
         index=BankIndex(settings.pdq_match_distance),
-        classifier=classifier or load_classifier(settings.classifier_model, settings.onnx_threads),
+        classifier=classifier
+        or load_classifier(settings.classifier_model, settings.onnx_threads, settings.classifier_combine),
         policy=routing_policy(settings),
         limits=media_limits(settings),
         metrics=metrics,
@@ -62,6 +63,7 @@ def media_limits(settings: Settings) -> MediaLimits:
         video_seconds_per_hash=settings.video_seconds_per_hash,
         video_max_seconds=settings.video_max_seconds,
         video_frame_min_quality=settings.video_frame_min_quality,
+        decode_min_side=settings.decode_min_side,
     )
 
 
@@ -82,6 +84,8 @@ def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | 
         publish_allow=settings.publish_allow_decisions,
         bank_refresh_seconds=settings.bank_refresh_seconds,
         flood=flood_policy(settings),
+        batch_size=settings.classify_batch_size,
+        batch_wait_s=settings.classify_batch_wait_ms / 1000,
     )
     worker.refresh_banks(force=True)
     return worker

@@ -152,9 +152,12 @@ def media_server() -> Iterator[MediaServer]:
 
 @pytest.fixture(scope="session")
 def real_classifier() -> Any:
+    """The default classifier (CLASSIFIER_MODEL's default models and weights), loaded once."""
     from moderation.classify import load_classifier
+    from moderation.config import Settings
 
-    return load_classifier("opennsfw", threads=2)
+    defaults = Settings()
+    return load_classifier(defaults.classifier_model, threads=2, combine=defaults.classifier_combine)
 
 
 class TopicReader:

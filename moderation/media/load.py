@@ -1,8 +1,9 @@
-"""Bytes -> a decoded picture or a few sampled video frames, within limits.
+"""Bytes -> a decoded picture, animation frames or sampled video frames, within limits.
 
 Images are decoded by ``media/decode.py`` (pixel limit read from the header
-first). MP4 and WebM are recognised by their magic bytes, whatever the event
-declared, and a few frames are sampled for the classifier and the console.
+first, large JPEGs at reduced scale). MP4 and WebM are recognised by their magic
+bytes, whatever the event declared, and a few frames are sampled for the
+classifier and the console; animated GIF and WebP likewise.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from moderation.errors import MediaDecodeError
 from moderation.hashing import video
-from moderation.media.decode import CONTENT_TYPES, decode_image
+from moderation.media.decode import CONTENT_TYPES, animation_frames, decode_image, probe
 
 VIDEO_CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
 CLASSIFY_FRAMES = 4
@@ -25,13 +26,14 @@ class MediaLimits:
     video_seconds_per_hash: float = 1.0
     video_max_seconds: int = 600
     video_frame_min_quality: int = 50
+    decode_min_side: int = 768  # JPEGs decode at 1/2..1/8 scale down to this shorter side; 0: full size
 
 
 @dataclass(frozen=True)
 class Media:
-    kind: str  # image | video
+    kind: str  # image | animation | video
     content_type: str
-    pictures: tuple[np.ndarray, ...]  # the image, or sampled video frames (BGR)
+    pictures: tuple[np.ndarray, ...]  # the image (first), or sampled animation/video frames (BGR)
 
 
 def load_media(data: bytes, limits: MediaLimits) -> Media:
@@ -42,5 +44,11 @@ def load_media(data: bytes, limits: MediaLimits) -> Media:
         if not frames:
             raise MediaDecodeError(f"{container} video has no decodable frames")
         return Media("video", VIDEO_CONTENT_TYPES[container], tuple(frames))
-    fmt, image = decode_image(data, limits.max_image_pixels)
+    fmt, image = decode_image(data, limits.max_image_pixels, limits.decode_min_side)
+    if fmt in {"GIF", "WEBP"}:
+        _fmt, width, height = probe(data)
+        frames = animation_frames(data, fmt, width, height, CLASSIFY_FRAMES, limits.max_image_pixels)
+        if len(frames) > 1:
+            # The first picture is the one hashed: keep OpenCV's decode of frame 0.
+            return Media("animation", CONTENT_TYPES[fmt], (image, *frames[1:]))
     return Media("image", CONTENT_TYPES[fmt], (image,))

@@ -193,7 +193,9 @@ class Item(Base):
     pdq_quality: Mapped[int] = mapped_column(Integer)
     vpdq: Mapped[str | None] = mapped_column(Text, nullable=True)  # video frame hashes, vPDQ text
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    model_version: Mapped[str] = mapped_column(String(100), default="")
+    model_version: Mapped[str] = mapped_column(String(255), default="")  # every model's, joined by +
+    model_scores: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)  # per model
+    regions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)  # body-part boxes
     matches: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     route: Mapped[str] = mapped_column(String(20))  # auto_remove | review | allow
     reason: Mapped[str] = mapped_column(String(100))

@@ -55,6 +55,9 @@ def add_decision(
         "matches": item.matches or [],
         "classifier_score": item.score,
         "model_version": item.model_version or None,
+        "model_scores": [
+            {k: m[k] for k in ("model", "version", "score") if k in m} for m in item.model_scores or []
+        ],
         "moderator": moderator,
         "note": note or None,
         "decided_at": now.isoformat(),

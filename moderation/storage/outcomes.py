@@ -41,6 +41,7 @@ def record_analysis(
         vpdq=hashes.vpdq,
         score=analysis.score,
         model_version=analysis.model_version,
+        model_scores=analysis.classification.as_json(),
         matches=[m.as_dict() for m in verdict.matches],
         route=verdict.route.value,
         reason=verdict.reason,

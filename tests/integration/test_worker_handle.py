@@ -17,7 +17,7 @@ from tests.support.images import encode, synthetic_image
 
 
 class ExplodingClassifier(FixedScoreClassifier):
-    def score(self, image_bgr):
+    def classify(self, images_bgr):
         raise RuntimeError("model crashed on this input")
 
 
@@ -135,3 +135,104 @@ def test_an_unexpected_error_outside_the_pipeline_dead_letters_the_record(make_w
     raw = json.dumps(make_upload_event("e7", "c7", "u", "http://x/y.jpg", "image/jpeg")).encode()
     assert worker.handle(_record(raw, offset=12)) == "dead_letter"
     assert sent["dlq"][0][2]["error_class"] == b"processing_failed"
+
+
+class CountingClassifier(FixedScoreClassifier):
+    """Scores by mean brightness and records each batch it was given; a picture
+    whose top-left pixel is pure white crashes the model (a poison input)."""
+
+    def __init__(self):
+        super().__init__(0.0)
+        self.batches = []
+
+    def classify(self, images_bgr):
+        self.batches.append(len(images_bgr))
+        if any((img[0, 0] == 255).all() for img in images_bgr):
+            raise RuntimeError("poison picture")
+        return [self._scores(float(img.mean()) / 255) for img in images_bgr]
+
+    def _scores(self, value):
+        from moderation.classify import ModelScore, Scores
+
+        return Scores(value, (ModelScore("brightness", "brightness-1", value, {"bright": value}),))
+
+
+def _events(media_server, count, poison_at=None):
+    raws = []
+    for i in range(count):
+        img = synthetic_image(40 + i)
+        if i == poison_at:
+            img[0, 0] = 255
+        url = media_server.add(f"/batch{i}.png", encode(img, ".png"))
+        raws.append(json.dumps(make_upload_event(f"b{i}", f"cb{i}", "u", url, "image/png")).encode())
+    return raws
+
+
+def test_a_batch_is_classified_in_one_run_and_each_event_keeps_its_own_score(
+    make_worker, media_server, sessions
+):
+    classifier = CountingClassifier()
+    worker, sent = make_worker(classifier)
+    raws = _events(media_server, 5)
+    records = [_record(raw, offset=i) for i, raw in enumerate(raws)]
+    assert worker.handle_batch(records) == ["allow"] * 5
+    assert classifier.batches == [5]
+    with sessions() as s:
+        items = {i.event_id: i for i in s.scalars(select(Item))}
+    for i, raw in enumerate(raws):
+        item = items[f"b{i}"]
+        expected = float(synthetic_image(40 + i).mean()) / 255  # PNG: lossless
+        assert item.score == pytest.approx(expected, abs=1e-6)
+        assert item.model_version == "brightness-1"
+        assert item.model_scores == [
+            {
+                "model": "brightness",
+                "version": "brightness-1",
+                "score": round(expected, 6),
+                "labels": {"bright": round(expected, 6)},
+            }
+        ]
+    payloads = [v for _k, v in sent["decisions"]]
+    first = json.loads(payloads[0])
+    assert first["model_scores"][0]["model"] == "brightness" and "labels" not in first["model_scores"][0]
+
+
+def test_the_batch_size_limits_how_many_records_are_taken(make_worker, media_server):
+    classifier = CountingClassifier()
+    worker, _sent = make_worker(classifier)
+    worker.batch_size = 2
+    records = [_record(raw, offset=i) for i, raw in enumerate(_events(media_server, 5))]
+    assert len(worker.handle_batch(records)) == 2
+    assert classifier.batches == [2]
+
+
+def test_the_batch_wait_limits_how_long_records_are_gathered(make_worker, media_server):
+    classifier = CountingClassifier()
+    worker, _sent = make_worker(classifier)
+    worker.batch_wait_s = 0.0  # every record takes longer than that to fetch
+    records = [_record(raw, offset=i) for i, raw in enumerate(_events(media_server, 3))]
+    assert len(worker.handle_batch(records)) == 1
+
+
+def test_a_poison_picture_dead_letters_only_its_own_event(make_worker, media_server, sessions):
+    classifier = CountingClassifier()
+    worker, sent = make_worker(classifier)
+    records = [_record(raw, offset=i) for i, raw in enumerate(_events(media_server, 4, poison_at=2))]
+    assert worker.handle_batch(records) == ["allow", "allow", "dead_letter", "allow"]
+    assert classifier.batches == [4, 1, 1, 1, 1]  # the batch failed, then one by one
+    assert sent["dlq"][0][2]["event_id"] == b"b2"
+    assert b"poison picture" in sent["dlq"][0][2]["error_message"]
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Item)) == 3
+
+
+def test_invalid_media_in_a_batch_is_dead_lettered_and_the_rest_classified(make_worker, media_server):
+    classifier = CountingClassifier()
+    worker, sent = make_worker(classifier)
+    raws = _events(media_server, 2)
+    broken = media_server.add("/broken.jpg", b"\xff\xd8\xff not really a jpeg")
+    raws.insert(1, json.dumps(make_upload_event("bad", "cbad", "u", broken, "image/jpeg")).encode())
+    records = [_record(raw, offset=i) for i, raw in enumerate(raws)]
+    assert worker.handle_batch(records) == ["allow", "dead_letter", "allow"]
+    assert classifier.batches == [2]
+    assert sent["dlq"][0][2]["error_class"] == b"media_undecodable"

