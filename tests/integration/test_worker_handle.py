@@ -179,7 +179,7 @@ def test_a_batch_is_classified_in_one_run_and_each_event_keeps_its_own_score(
     assert classifier.batches == [5]
     with sessions() as s:
         items = {i.event_id: i for i in s.scalars(select(Item))}
-    for i, raw in enumerate(raws):
+    for i in range(len(raws)):
         item = items[f"b{i}"]
         expected = float(synthetic_image(40 + i).mean()) / 255  # PNG: lossless
         assert item.score == pytest.approx(expected, abs=1e-6)

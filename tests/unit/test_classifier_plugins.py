@@ -184,7 +184,9 @@ def test_an_unknown_model_names_the_ones_available(models_dir: Path) -> None:
         (("size = 32", "size = = 32"), "not valid TOML"),
     ],
 )
-def test_bad_cards_are_refused_with_the_reason(models_dir: Path, change: tuple[str, str], message: str) -> None:
+def test_bad_cards_are_refused_with_the_reason(
+    models_dir: Path, change: tuple[str, str], message: str
+) -> None:
     path = models_dir / "red.toml"
     path.write_text(path.read_text().replace(*change))
     with pytest.raises(ConfigError, match=message):
