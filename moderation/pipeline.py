@@ -1,8 +1,9 @@
 """Upload events -> signals -> verdicts: fetch, decode, hash, match, classify, route.
 
 Work is split so that the worker can classify many events in one batch:
-``prepare`` does everything up to the classifier for one event, ``classify``
-scores the pictures of several prepared events in one run per model, and
+``prepare`` does everything up to the classifier for one event (including the
+models' preprocessing), ``classify`` scores the pictures of several prepared
+events in one run per model, and
 ``finish`` routes. ``analyse`` chains the three for one event.
 
 No database or broker here: the worker persists and publishes what this returns,
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from moderation.classify import Classifier, Scores, highest
+from moderation.classify import Classifier, Scores, Tensors, highest
 from moderation.domain import HashSet, Match, UploadEvent, Verdict
 from moderation.hashing import hash_media, hash_video_bytes
 from moderation.hashing.index import BankIndex
@@ -35,6 +36,7 @@ class Prepared:
     media: Media
     hashes: HashSet
     matches: tuple[Match, ...]
+    tensors: Tensors  # the classifier's input rows for media.pictures
 
 
 @dataclass(frozen=True)
@@ -106,20 +108,22 @@ class Pipeline:
             matches = tuple(self.index.match(hashes))
         for m in matches:
             self.metrics.bank_matches.labels(m.bank, m.signal).inc()
-        return Prepared(event, data, media, hashes, matches)
+        with self._stage("preprocess"):
+            tensors = self.classifier.preprocess(media.pictures)
+        return Prepared(event, data, media, hashes, matches, tensors)
 
     def classify(self, prepared: Sequence[Prepared]) -> list[Scores]:
         """Each event's verdict: the highest over its picture or sampled frames,
-        all pictures of all events scored in one batch."""
+        all pictures of all events scored in one run per model."""
         if not prepared:
             return []
-        pictures = [p for item in prepared for p in item.media.pictures]
+        pictures = sum(len(item.media.pictures) for item in prepared)
         with self._stage("classify"):
             started = time.perf_counter()
-            scores = self.classifier.classify(pictures)
+            scores = self.classifier.run([item.tensors for item in prepared])
             elapsed = time.perf_counter() - started
         self.metrics.inference_seconds.labels(self.classifier.name).observe(elapsed)
-        self.metrics.classify_batch_size.observe(len(pictures))
+        self.metrics.classify_batch_size.observe(pictures)
         results, start = [], 0
         for item in prepared:
             count = len(item.media.pictures)

@@ -51,12 +51,28 @@ def highest(scores: Sequence[Scores]) -> Scores:
     return max(scores, key=lambda s: s.score)
 
 
+# Model name -> that model's input rows for some pictures, stacked: (pictures, ...).
+Tensors = dict[str, np.ndarray]
+
+
 class Classifier(Protocol):
+    """Preprocessing is separate from inference so that the worker prepares each
+    event's tensors as it decodes it, and runs the models once per batch."""
+
     name: str
     version: str
 
+    def preprocess(self, images_bgr: Sequence[np.ndarray]) -> Tensors:
+        """Every model's input rows for these BGR uint8 pictures."""
+        ...
+
+    def run(self, tensors: Sequence[Tensors]) -> list[Scores]:
+        """One Scores per picture of all ``tensors`` in order, from one
+        ``InferenceSession.run`` per model."""
+        ...
+
     def classify(self, images_bgr: Sequence[np.ndarray]) -> list[Scores]:
-        """One Scores per BGR uint8 picture, in order, from one batched run per model."""
+        """``run([preprocess(images_bgr)])``."""
         ...
 
 
@@ -69,9 +85,16 @@ class FixedScoreClassifier:
     def __init__(self, value: float = 0.0) -> None:
         self.value = value
 
-    def classify(self, images_bgr: Sequence[np.ndarray]) -> list[Scores]:
+    def preprocess(self, images_bgr: Sequence[np.ndarray]) -> Tensors:
+        return {self.name: np.zeros(len(images_bgr), dtype=np.float32)}
+
+    def run(self, tensors: Sequence[Tensors]) -> list[Scores]:
+        count = sum(len(t[self.name]) for t in tensors)
         row = Scores(self.value, (ModelScore(self.name, self.version, self.value),))
-        return [row for _ in images_bgr]
+        return [row for _ in range(count)]
+
+    def classify(self, images_bgr: Sequence[np.ndarray]) -> list[Scores]:
+        return self.run([self.preprocess(images_bgr)])
 
 
 def load_classifier(spec: str, threads: int = 0, combine: str = "mean") -> Classifier:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moderation.classify import ModelScore, Scores
+from moderation.classify import ModelScore, Scores, Tensors
 from moderation.classify.cards import DEFAULT_MODELS_DIR, find_card
 from moderation.classify.onnx_model import OnnxModel, SessionOptions
 from moderation.errors import ConfigError
@@ -68,11 +68,20 @@ class Ensemble:
             return np.asarray(per_model.max(axis=0))
         return np.asarray(self._weights @ per_model)
 
-    def classify(self, images_bgr: Sequence[np.ndarray]) -> list[Scores]:
-        if not images_bgr:
+    def preprocess(self, images_bgr: Sequence[np.ndarray]) -> Tensors:
+        return {m.model.name: m.model.preprocess_batch(images_bgr) for m in self.members}
+
+    def run(self, tensors: Sequence[Tensors]) -> list[Scores]:
+        if not tensors or not sum(len(t[self.members[0].model.name]) for t in tensors):
             return []
-        probs = [m.model.classify(images_bgr) for m in self.members]
+        probs = []
+        for m in self.members:
+            parts = [t[m.model.name] for t in tensors]
+            probs.append(m.model.run(parts[0] if len(parts) == 1 else np.concatenate(parts)))
         return self.assemble(probs)
+
+    def classify(self, images_bgr: Sequence[np.ndarray]) -> list[Scores]:
+        return self.run([self.preprocess(images_bgr)])
 
     def assemble(self, probs: Sequence[np.ndarray]) -> list[Scores]:
         """Scores from each member's ``(N, labels)`` probabilities."""

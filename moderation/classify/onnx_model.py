@@ -101,6 +101,14 @@ class OnnxModel:
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         return preprocess(self.card, image_bgr)
 
+    def preprocess_batch(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        spec = self.card.input
+        shape = (3, spec.size, spec.size) if spec.layout == "NCHW" else (spec.size, spec.size, 3)
+        batch = np.empty((len(images_bgr), *shape), dtype=np.float32)
+        for i, image in enumerate(images_bgr):
+            batch[i] = preprocess(self.card, image)
+        return batch
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, labels)`` for a preprocessed batch."""
         if self.fixed_batch == 1 and len(batch) != 1:
@@ -119,4 +127,4 @@ class OnnxModel:
     def classify(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
         if not images_bgr:
             return np.zeros((0, len(self.card.output.labels)), dtype=np.float32)
-        return self.run(np.stack([self.preprocess(img) for img in images_bgr]))
+        return self.run(self.preprocess_batch(images_bgr))

@@ -13,6 +13,7 @@ few frames spread over the animation.
 from __future__ import annotations
 
 import io
+import re
 
 import cv2
 import numpy as np
@@ -43,7 +44,8 @@ def probe(data: bytes) -> tuple[str, int, int]:
     except Image.DecompressionBombError as exc:
         raise MediaDecodeError(f"image dimensions are implausibly large: {exc}") from None
     except Exception as exc:  # Pillow raises many types for junk input
-        raise MediaDecodeError(f"not a recognised image ({type(exc).__name__}: {exc})") from None
+        detail = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))  # no memory addresses
+        raise MediaDecodeError(f"not a recognised image ({type(exc).__name__}: {detail})") from None
 
 
 def jpeg_scale(width: int, height: int, max_pixels: int, min_side: int) -> int:

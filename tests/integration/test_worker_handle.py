@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -17,7 +18,7 @@ from tests.support.images import encode, synthetic_image
 
 
 class ExplodingClassifier(FixedScoreClassifier):
-    def classify(self, images_bgr):
+    def run(self, tensors):
         raise RuntimeError("model crashed on this input")
 
 
@@ -145,11 +146,16 @@ class CountingClassifier(FixedScoreClassifier):
         super().__init__(0.0)
         self.batches = []
 
-    def classify(self, images_bgr):
-        self.batches.append(len(images_bgr))
-        if any((img[0, 0] == 255).all() for img in images_bgr):
+    def preprocess(self, images_bgr):
+        rows = [[img.mean() / 255, float((img[0, 0] == 255).all())] for img in images_bgr]
+        return {"brightness": np.array(rows)}
+
+    def run(self, tensors):
+        rows = np.concatenate([t["brightness"] for t in tensors])
+        self.batches.append(len(rows))
+        if rows[:, 1].any():
             raise RuntimeError("poison picture")
-        return [self._scores(float(img.mean()) / 255) for img in images_bgr]
+        return [self._scores(float(v)) for v in rows[:, 0]]
 
     def _scores(self, value):
         from moderation.classify import ModelScore, Scores
