@@ -19,6 +19,11 @@ from moderation.errors import ConfigError
 # The repository's models/ folder (an editable install or the container image).
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 PACKAGE_PREFIX = "package:"
+# area: INTER_AREA when shrinking (PIL-like antialiasing), else bilinear;
+# bilinear: OpenCV's half-pixel-centre bilinear;
+# bilinear_align_corners: corner pixels map to corner pixels (TensorFlow's
+# resizeBilinear with alignCorners=true, as nsfwjs calls it).
+INTERPOLATIONS = ("area", "bilinear", "bilinear_align_corners")
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class InputSpec:
     channels: str  # RGB | BGR
     mean: tuple[float, float, float]  # subtracted from 0..255 values, in `channels` order
     scale: float  # multiplied after the mean
-    interpolation: str  # area (INTER_AREA when shrinking) | bilinear
+    interpolation: str  # area (INTER_AREA when shrinking) | bilinear | bilinear_align_corners
     jpeg_roundtrip: bool  # re-encode the crop as JPEG q75 first (open_nsfw's reference did)
 
 
@@ -116,8 +121,8 @@ def _check(where: str, spec: InputSpec, output: OutputSpec) -> None:
         raise ConfigError(f"model card {where}: mean needs 3 values")
     if spec.resize < spec.size or spec.size < 8:
         raise ConfigError(f"model card {where}: need 8 <= size <= resize")
-    if spec.interpolation not in {"area", "bilinear"}:
-        raise ConfigError(f"model card {where}: interpolation must be area or bilinear")
+    if spec.interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"model card {where}: interpolation must be one of {', '.join(INTERPOLATIONS)}")
     if output.activation not in {"none", "softmax"}:
         raise ConfigError(f"model card {where}: activation must be none or softmax")
     unknown = set(output.sexual) - set(output.labels)

@@ -39,12 +39,7 @@ def make_session(path: str, options: SessionOptions) -> ort.InferenceSession:
 def preprocess(card: ModelCard, image_bgr: np.ndarray) -> np.ndarray:
     """The model's float32 input for one BGR uint8 picture (no batch axis)."""
     spec = card.input
-    h, w = image_bgr.shape[:2]
-    shrinking = h >= spec.resize and w >= spec.resize
-    # INTER_AREA low-pass filters when shrinking (like PIL's antialiased resize);
-    # INTER_LINEAR would alias fine detail.
-    interpolation = cv2.INTER_AREA if spec.interpolation == "area" and shrinking else cv2.INTER_LINEAR
-    picture = cv2.resize(image_bgr, (spec.resize, spec.resize), interpolation=interpolation)
+    picture = resize(image_bgr, spec.resize, spec.interpolation)
     if spec.resize != spec.size:
         off = (spec.resize - spec.size) // 2
         picture = picture[off : off + spec.size, off : off + spec.size]
@@ -62,6 +57,24 @@ def preprocess(card: ModelCard, image_bgr: np.ndarray) -> np.ndarray:
     if spec.layout == "NCHW":
         tensor = tensor.transpose(2, 0, 1)
     return np.ascontiguousarray(tensor)
+
+
+def resize(image: np.ndarray, side: int, interpolation: str) -> np.ndarray:
+    """``image`` resized to ``side`` x ``side`` (aspect ratio not kept)."""
+    h, w = image.shape[:2]
+    if (h, w) == (side, side):
+        return image
+    if interpolation == "bilinear_align_corners":
+        # Output pixel i samples input (i * (in - 1) / (out - 1)): TensorFlow's
+        # alignCorners. Within half a grey level of TF.js's float resize.
+        scale = np.array([[(w - 1) / max(side - 1, 1), 0, 0], [0, (h - 1) / max(side - 1, 1), 0]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        return cv2.warpAffine(image, scale, (side, side), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    shrinking = h >= side and w >= side
+    # INTER_AREA low-pass filters when shrinking (like PIL's antialiased resize);
+    # INTER_LINEAR would alias fine detail.
+    flag = cv2.INTER_AREA if interpolation == "area" and shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (side, side), interpolation=flag)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

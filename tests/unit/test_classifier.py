@@ -198,8 +198,16 @@ def _skimage_photo(name: str) -> np.ndarray:
     image = getattr(skimage.data, name)()
     if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
         image = image[0]
+    image = np.asarray(image)
+    if image.dtype == bool:  # horse
+        image = image.astype(np.uint8) * 255
+    elif image.dtype != np.uint8:  # microscopy images in 16 bits or floats
+        span = float(np.ptp(image)) or 1.0
+        image = (255 * (image.astype(np.float64) - image.min()) / span).astype(np.uint8)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:  # logo
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR)
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
@@ -210,7 +218,28 @@ def test_benign_photo_scores_below_review_threshold(nsfw: OpenNSFW, no_network: 
     assert 0.0 <= score < threshold, f"benign {name} scored {score:.4f} >= {threshold}"
 
 
-@pytest.mark.parametrize("name", BENIGN)
+# More pictures that ship in scikit-image: textures, text, logos, microscopy, animals.
+# nsfwjs_mobilenet_v2_mid alone scores the retinal `microaneurysms` image 0.62; the
+# default ensemble 0.33 (models/nsfwjs_mobilenet_v2_mid.md).
+MORE_BENIGN = [
+    "cat",
+    "horse",
+    "brick",
+    "grass",
+    "gravel",
+    "colorwheel",
+    "logo",
+    "page",
+    "text",
+    "moon",
+    "clock",
+    "coins",
+    "cell",
+    "microaneurysms",
+]
+
+
+@pytest.mark.parametrize("name", BENIGN + MORE_BENIGN)
 def test_benign_photo_stays_below_threshold_with_the_default_classifier(
     real_classifier: Ensemble, no_network: None, name: str
 ) -> None:
