@@ -76,9 +76,12 @@ RUN groupadd --system --gid 10001 moderation \
        --home-dir /app --shell /usr/sbin/nologin moderation
 
 COPY --from=builder /opt/venv /opt/venv
+# Model cards and ONNX files (CLASSIFIER_MODEL names them; nothing is downloaded).
+COPY --from=builder /src/models/*.toml /src/models/*.onnx /src/models/*.md /src/models/LICENSE.* /opt/models/
 
 ENV PATH="/opt/venv/bin:${PATH}" \
     VIRTUAL_ENV=/opt/venv \
+    MODELS_DIR=/opt/models \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     METRICS_PORT=9100 \

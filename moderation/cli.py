@@ -113,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.set_defaults(func=cmd_hash)
 
-    from moderation import cli_banks, cli_exchanges
+    from moderation import cli_banks, cli_classify, cli_exchanges
 
     cli_banks.register(sub)
+    cli_classify.register(sub)
     cli_exchanges.register(sub)
     return p
 

@@ -88,7 +88,9 @@ class Settings:
     vpdq_min_frames: int = 3  # a vPDQ match auto-removes only with this many matching frames
 
     # Classifier
-    classifier_model: str = "open_nsfw,nsfwjs_mobilenet_v2_mid"  # comma-separated model cards (models/<name>.toml), name=weight
+    # comma-separated model cards (models/<name>.toml), each optionally name=weight
+    classifier_model: str = "open_nsfw,nsfwjs_mobilenet_v2_mid"
+    models_dir: str = ""  # folder of model cards and ONNX files; empty: the repository's models/
     classifier_combine: str = "mean"  # mean (weighted) | max of the models' scores
     onnx_threads: int = 0  # intra-op threads per ONNX Runtime session; 0: one per core
     classify_batch_size: int = 8  # events classified together (one ONNX run per model)

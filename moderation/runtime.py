@@ -49,11 +49,18 @@ def build_pipeline(settings: Settings, metrics: Metrics, classifier: Classifier 
         ),
         index=BankIndex(settings.pdq_match_distance),
         classifier=classifier
-        or load_classifier(settings.classifier_model, settings.onnx_threads, settings.classifier_combine),
+        or build_classifier(settings),
         policy=routing_policy(settings),
         limits=media_limits(settings),
         metrics=metrics,
         variants=settings.pdq_variants,
+    )
+
+
+def build_classifier(settings: Settings) -> Classifier:
+    """The configured models, one ONNX Runtime session each (created here, once)."""
+    return load_classifier(
+        settings.classifier_model, settings.onnx_threads, settings.classifier_combine, settings.models_dir
     )
 
 

@@ -97,7 +97,7 @@ class FixedScoreClassifier:
         return self.run([self.preprocess(images_bgr)])
 
 
-def load_classifier(spec: str, threads: int = 0, combine: str = "mean") -> Classifier:
+def load_classifier(spec: str, threads: int = 0, combine: str = "mean", models_dir: str = "") -> Classifier:
     """``fixed:0.3`` or a comma-separated list of ``model[=weight]`` (see
     docs/classifier.md); each model is a card name under models/ or a card path."""
     from moderation.classify.ensemble import load_ensemble
@@ -106,4 +106,4 @@ def load_classifier(spec: str, threads: int = 0, combine: str = "mean") -> Class
     spec = spec.strip()
     if spec.startswith("fixed:"):
         return FixedScoreClassifier(float(spec.split(":", 1)[1]))
-    return load_ensemble(spec, SessionOptions(intra_op_threads=threads), combine)
+    return load_ensemble(spec, SessionOptions(intra_op_threads=threads), combine, models_dir or None)

@@ -23,13 +23,17 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _make_sqlite_folder(url: str) -> None:
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _make_sqlite_folder(url)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs.update(pool_size=10, max_overflow=20)
@@ -66,6 +70,7 @@ def prepare_embedded(url: str) -> None:
     """Migrate the embedded SQLite default on first use, so shell commands work
     on a fresh machine; a server database is migrated by `moderation db upgrade`."""
     if normalise_url(url).startswith("sqlite"):
+        _make_sqlite_folder(url)
         upgrade(url)
 
 
