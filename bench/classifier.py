@@ -1,9 +1,10 @@
 """Classifier throughput: the worker's own classify path against a bare
 ``InferenceSession.run`` loop on the same preprocessed tensors, per model.
 
-    .venv/bin/python bench/classifier.py [--images 64] [--batch 8] [--rounds 3] [--models a,b]
+    .venv/bin/python bench/classifier.py [--images 64] [--batch 8] [--rounds 3] [--models 'a b,c']
 
-For each model card (default: every non-optional card under models/):
+For each model card (default: every non-optional card under models/, then the
+default ``CLASSIFIER_MODEL`` ensemble, whose bare loop runs each member's session):
 
 - preprocess: ``Pipeline``'s preprocess step, which the worker runs on each event
   as it decodes it (pictures of 1024x768, the size the worker decodes a large
@@ -35,8 +36,9 @@ import numpy as np  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from moderation.classify.cards import available_models, find_card  # noqa: E402
-from moderation.classify.ensemble import Ensemble, Member  # noqa: E402
+from moderation.classify.ensemble import Ensemble, Member, load_ensemble  # noqa: E402
 from moderation.classify.onnx_model import OnnxModel, SessionOptions  # noqa: E402
+from moderation.config import Settings  # noqa: E402
 from moderation.domain import HashSet  # noqa: E402
 from moderation.events.uploads import make_upload_event, parse_upload_event  # noqa: E402
 from moderation.media.load import Media, MediaLimits  # noqa: E402
@@ -71,8 +73,13 @@ def timed(fn, batches: list) -> float:
 def bench_model(
     name: str, images: list[np.ndarray], batch: int, rounds: int, threads: int
 ) -> dict[str, float]:
-    model = OnnxModel(find_card(name), SessionOptions(intra_op_threads=threads))
-    classifier = Ensemble([Member(model, 1.0)])
+    options = SessionOptions(intra_op_threads=threads)
+    classifier = (
+        load_ensemble(name, options)
+        if "," in name
+        else Ensemble([Member(OnnxModel(find_card(name), options), 1.0)])
+    )
+    models = classifier.models
     pipeline = Pipeline(
         fetcher=None,  # type: ignore[arg-type]
         index=None,  # type: ignore[arg-type]
@@ -82,13 +89,14 @@ def bench_model(
         metrics=Metrics(CollectorRegistry()),
     )
     events = prepared_events(images, classifier)
-    tensors = np.concatenate([e.tensors[name] for e in events])
-    bare_batches = [tensors[i : i + batch] for i in range(0, len(tensors), batch)]
+    tensors = {m.name: np.concatenate([e.tensors[m.name] for e in events]) for m in models}
+    bare_batches = [{k: t[i : i + batch] for k, t in tensors.items()} for i in range(0, len(images), batch)]
     worker_batches = [events[i : i + batch] for i in range(0, len(events), batch)]
     singles = [[img] for img in images]
 
-    def bare(x: np.ndarray) -> None:
-        model.session.run([model.output_name], {model.input_name: x})
+    def bare(x: dict[str, np.ndarray]) -> None:
+        for model in models:
+            model.session.run([model.output_name], {model.input_name: x[model.name]})
 
     bare(bare_batches[0])  # warm-up: first runs allocate
     pipeline.classify(worker_batches[0])
@@ -115,11 +123,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="ONNX_THREADS (0: one per core)")
-    ap.add_argument("--models", default="", help="comma-separated card names (default: all shipped)")
+    ap.add_argument(
+        "--models",
+        default="",
+        help="space-separated card names or comma-joined ensembles "
+        "(default: every shipped model, then the default CLASSIFIER_MODEL ensemble)",
+    )
     args = ap.parse_args()
-    names = [m for m in args.models.split(",") if m] or [
+    names = [m for m in args.models.split(" ") if m] or [
         m for m in available_models() if not find_card(m).optional
-    ]
+    ] + [Settings().classifier_model]
     images = pictures(args.images)
     print(
         f"{args.images} pictures of 1024x768, batch {args.batch}, best of {args.rounds} rounds, "
