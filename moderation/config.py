@@ -92,6 +92,7 @@ class Settings:
     classifier_model: str = "open_nsfw,nsfwjs_mobilenet_v2_mid"
     models_dir: str = ""  # folder of model cards and ONNX files; empty: the repository's models/
     classifier_combine: str = "mean"  # mean (weighted) | max of the models' scores
+    classifier_detector: str = ""  # nudenet: body-part boxes for the console (AGPL-3.0, optional extra)
     onnx_threads: int = 0  # intra-op threads per ONNX Runtime session; 0: one per core
     classify_batch_size: int = 8  # events classified together (one ONNX run per model)
     classify_batch_wait_ms: int = 200  # stop gathering a batch after this long, even if not full

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-STAGES = ("fetch", "decode", "hash", "match", "preprocess", "classify", "persist", "publish")
+STAGES = ("fetch", "decode", "hash", "match", "preprocess", "classify", "detect", "persist", "publish")
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

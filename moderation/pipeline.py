@@ -12,19 +12,24 @@ and the CLI and tests call the same steps on local bytes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from moderation.classify import Classifier, Scores, Tensors, highest
-from moderation.domain import HashSet, Match, UploadEvent, Verdict
+from moderation.classify.detector import NudeNetDetector
+from moderation.domain import HashSet, Match, Route, UploadEvent, Verdict
 from moderation.hashing import hash_media, hash_video_bytes
 from moderation.hashing.index import BankIndex
 from moderation.media.fetch import MediaFetcher
 from moderation.media.load import Media, MediaLimits, load_media
 from moderation.metrics import Metrics
 from moderation.routing import RoutingPolicy, route
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Analysis:
     matches: tuple[Match, ...]
     classification: Scores
     verdict: Verdict
+    regions: list[dict[str, Any]] | None = None  # body-part boxes for the console, if a detector ran
 
     @property
     def score(self) -> float:
@@ -68,6 +74,7 @@ class Pipeline:
         limits: MediaLimits,
         metrics: Metrics,
         variants: bool = True,
+        detector: NudeNetDetector | None = None,
     ) -> None:
         self.fetcher = fetcher
         self.index = index
@@ -76,6 +83,7 @@ class Pipeline:
         self.limits = limits
         self.metrics = metrics
         self.variants = variants
+        self.detector = detector
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -88,11 +96,11 @@ class Pipeline:
     def analyse(self, event: UploadEvent) -> Analysis:
         """Raises InvalidInput subclasses for media that can never be processed."""
         prepared = self.prepare(event)
-        return self.finish(prepared, self.classify([prepared])[0])
+        return self.finish_batch([prepared], self.classify([prepared]))[0]
 
     def analyse_bytes(self, event: UploadEvent, data: bytes) -> Analysis:
         prepared = self.prepare_bytes(event, data)
-        return self.finish(prepared, self.classify([prepared])[0])
+        return self.finish_batch([prepared], self.classify([prepared]))[0]
 
     def prepare(self, event: UploadEvent) -> Prepared:
         with self._stage("fetch"):
@@ -142,6 +150,29 @@ class Pipeline:
             classification=classification,
             verdict=verdict,
         )
+
+    def finish_batch(self, prepared: Sequence[Prepared], verdicts: Sequence[Scores]) -> list[Analysis]:
+        """Route each event; then, with a body-part detector configured, find the
+        regions of the still images a moderator will see, in one batch."""
+        analyses = [self.finish(p, v) for p, v in zip(prepared, verdicts, strict=True)]
+        if self.detector is None:
+            return analyses
+        shown = [
+            i
+            for i, a in enumerate(analyses)
+            if a.verdict.route in (Route.REVIEW, Route.AUTO_REMOVE) and prepared[i].media.kind == "image"
+        ]
+        if not shown:
+            return analyses
+        with self._stage("detect"):
+            try:
+                found = self.detector.detect([prepared[i].media.pictures[0] for i in shown])
+            except Exception:  # noqa: BLE001 - boxes only help the console; never lose the event
+                log.exception("body-part detector failed; items keep full blur")
+                return analyses
+        for i, regions in zip(shown, found, strict=True):
+            analyses[i] = replace(analyses[i], regions=[r.as_json() for r in regions])
+        return analyses
 
 
 def hash_loaded(data: bytes, media: Media, limits: MediaLimits, variants: bool) -> HashSet:

@@ -15,6 +15,7 @@ from prometheus_client import make_wsgi_app
 from sqlalchemy import text
 
 from moderation.classify import Classifier, load_classifier
+from moderation.classify.detector import load_detector
 from moderation.config import Settings
 from moderation.events import kafka
 from moderation.events.worker import Worker
@@ -48,12 +49,12 @@ def build_pipeline(settings: Settings, metrics: Metrics, classifier: Classifier 
             total_timeout_s=settings.media_total_timeout_s,
         ),
         index=BankIndex(settings.pdq_match_distance),
-        classifier=classifier
-        or build_classifier(settings),
+        classifier=classifier or build_classifier(settings),
         policy=routing_policy(settings),
         limits=media_limits(settings),
         metrics=metrics,
         variants=settings.pdq_variants,
+        detector=load_detector(settings.classifier_detector, settings.onnx_threads),
     )
 
 

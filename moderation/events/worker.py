@@ -62,6 +62,7 @@ class Staged:
     outcome: str | None = None
     prepared: Prepared | None = None
     classification: Scores | ModerationError | None = None
+    analysis: Analysis | None = None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -201,6 +202,13 @@ class Worker:
         ready = [s for s in staged if s.prepared is not None]
         for s, verdict in zip(ready, self._classify(ready), strict=True):
             s.classification = verdict
+        scored = [s for s in ready if isinstance(s.classification, Scores)]
+        analyses = self.pipeline.finish_batch(
+            [s.prepared for s in scored if s.prepared is not None],
+            [s.classification for s in scored if isinstance(s.classification, Scores)],
+        )
+        for s, analysis in zip(scored, analyses, strict=True):
+            s.analysis = analysis
         return [self._finish(s) for s in staged]
 
     def _stage(self, record: Any) -> Staged:
@@ -248,11 +256,11 @@ class Worker:
     def _finish(self, s: Staged) -> str:
         if s.outcome is not None:
             return s.outcome
-        assert s.prepared is not None and s.classification is not None
         if isinstance(s.classification, ModerationError):
             return self._dead_letter(s.record, s.classification, s.event_id)
+        assert s.analysis is not None
         try:
-            return self._persist_and_publish(self.pipeline.finish(s.prepared, s.classification))
+            return self._persist_and_publish(s.analysis)
         except Exception as exc:  # noqa: BLE001 - sorted by _as_failure
             return self._dead_letter(s.record, self._as_failure(exc, s.event_id), s.event_id)
 

@@ -42,6 +42,7 @@ def record_analysis(
         score=analysis.score,
         model_version=analysis.model_version,
         model_scores=analysis.classification.as_json(),
+        regions=analysis.regions,
         matches=[m.as_dict() for m in verdict.matches],
         route=verdict.route.value,
         reason=verdict.reason,

@@ -21,7 +21,11 @@ def item_dict(item: Item) -> dict[str, Any]:
         "priority": item.priority,
         "classifier_score": item.score,
         "model_version": item.model_version or None,
+        "model_scores": item.model_scores or [],
         "matches": item.matches or [],
+        # Body-part boxes from the optional detector, relative to the picture:
+        # [{"label", "score", "x", "y", "w", "h"}], or None when it did not run.
+        "regions": item.regions,
         "media_kind": "video" if item.vpdq else "image",
         "hashes": {
             "sha256": item.sha256,

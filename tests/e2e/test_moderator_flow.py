@@ -51,6 +51,7 @@ def test_confirmed_removal_blocks_the_next_copy(
     page = client.get(f"/items/{item.id}").get_data(as_text=True)
     assert 'class="media blurred"' in page  # blurred until revealed
     assert "Classifier score" in page and f"{item.score:.3f}" in page
+    assert item.model_scores and all(m["version"] in page for m in item.model_scores)  # each model's verdict
     media = client.get(f"/items/{item.id}/media")
     assert media.status_code == 200 and media.data == encode(original)
     assert "no-store" in media.headers["Cache-Control"]

@@ -242,3 +242,49 @@ def test_invalid_media_in_a_batch_is_dead_lettered_and_the_rest_classified(make_
     assert worker.handle_batch(records) == ["allow", "dead_letter", "allow"]
     assert classifier.batches == [2]
     assert sent["dlq"][0][2]["error_class"] == b"media_undecodable"
+
+
+class FakeDetector:
+    """Finds one box on every picture; records how many pictures it was given."""
+
+    name, version = "fake", "fake-0"
+
+    def __init__(self, fail: bool = False):
+        self.calls = []
+        self.fail = fail
+
+    def detect(self, images_bgr):
+        from moderation.classify.detector import Region
+
+        self.calls.append(len(images_bgr))
+        if self.fail:
+            raise RuntimeError("detector crashed")
+        return [[Region("BUTTOCKS_EXPOSED", 0.8, 0.1, 0.2, 0.3, 0.4)] for _ in images_bgr]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_detector_adds_regions_to_items_a_moderator_will_see_and_never_blocks_them(
+    make_worker, media_server, sessions, fail
+):
+    worker, _sent = make_worker(FixedScoreClassifier(0.9))  # over the threshold: review
+    detector = FakeDetector(fail=fail)
+    worker.pipeline.detector = detector
+    records = [_record(raw, offset=i) for i, raw in enumerate(_events(media_server, 3))]
+    assert worker.handle_batch(records) == ["review"] * 3
+    assert detector.calls == [3]  # one batch for the whole batch of events
+    with sessions() as s:
+        regions = [i.regions for i in s.scalars(select(Item).order_by(Item.id))]
+    if fail:
+        assert regions == [None, None, None]
+    else:
+        box = {"label": "BUTTOCKS_EXPOSED", "score": 0.8, "x": 0.1, "y": 0.2, "w": 0.3, "h": 0.4}
+        assert regions == [[box]] * 3
+
+
+def test_no_detector_runs_for_allowed_items(make_worker, media_server):
+    worker, _sent = make_worker(FixedScoreClassifier(0.1))
+    detector = FakeDetector()
+    worker.pipeline.detector = detector
+    records = [_record(raw, offset=i) for i, raw in enumerate(_events(media_server, 2))]
+    assert worker.handle_batch(records) == ["allow", "allow"]
+    assert detector.calls == []
