@@ -25,6 +25,11 @@ JPEG_ROUNDTRIP_QUALITY = 75
 class SessionOptions:
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     inter_op_threads: int = 1
+    # ONNX Runtime's worker threads spin after each run by default, burning the
+    # cores that the next model's session and the worker's decoding and hashing
+    # need: with two models, spinning made the ensemble take 16.4 ms per image
+    # instead of 8.8 (bench/classifier.py). Off unless asked for.
+    allow_spinning: bool = False
 
 
 def make_session(path: str, options: SessionOptions) -> ort.InferenceSession:
@@ -33,6 +38,8 @@ def make_session(path: str, options: SessionOptions) -> ort.InferenceSession:
     if options.intra_op_threads:
         so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "1" if options.allow_spinning else "0")
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 

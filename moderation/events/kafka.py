@@ -55,17 +55,28 @@ def make_producer(settings: Settings) -> KafkaProducer:
 
 
 class TopicSender:
-    """Send one record and wait for the broker's acknowledgement."""
+    """Send records and wait for the broker's acknowledgement."""
 
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
 
     def __call__(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        self.send_all([(key, value)], headers)
+
+    def send_all(
+        self, records: Sequence[tuple[bytes, bytes]], headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Send records in order and wait until the broker acknowledged all of them
+        (one round trip for a batch; the producer keeps one request in flight, so
+        order holds across retries)."""
         try:
-            self.producer.send(self.topic, key=key, value=value, headers=list(headers)).get(
-                timeout=SEND_TIMEOUT_S
-            )
+            futures = [
+                self.producer.send(self.topic, key=key, value=value, headers=list(headers))
+                for key, value in records
+            ]
+            for future in futures:
+                future.get(timeout=SEND_TIMEOUT_S)
         except KafkaError as exc:
             if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError):
                 raise TransientError(f"broker did not acknowledge a record on {self.topic}: {exc}") from exc

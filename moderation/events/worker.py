@@ -209,7 +209,13 @@ class Worker:
         )
         for s, analysis in zip(scored, analyses, strict=True):
             s.analysis = analysis
-        return [self._finish(s) for s in staged]
+        stored: list[tuple[int, str, Analysis]] = []
+        names = [self._finish(s, stored) for s in staged]
+        if stored:  # the batch's decisions in one round trip to the broker
+            self._publish([item_id for item_id, _, _ in stored])
+        for _item_id, outcome, analysis in stored:
+            self._account(outcome, analysis)
+        return names
 
     def _stage(self, record: Any) -> Staged:
         """Everything before the classifier: duplicate checks, parse, fetch,
@@ -253,14 +259,18 @@ class Worker:
                 results.append(self._as_failure(exc, s.event_id))
         return results
 
-    def _finish(self, s: Staged) -> str:
+    def _finish(self, s: Staged, stored: list[tuple[int, str, Analysis]]) -> str:
+        """Store the record's outcome (published by the caller, with the rest of
+        the batch's), or dead-letter it."""
         if s.outcome is not None:
             return s.outcome
         if isinstance(s.classification, ModerationError):
             return self._dead_letter(s.record, s.classification, s.event_id)
         assert s.analysis is not None
         try:
-            return self._persist_and_publish(s.analysis)
+            item_id, outcome = self._persist(s.analysis)
+            stored.append((item_id, outcome, s.analysis))
+            return outcome
         except Exception as exc:  # noqa: BLE001 - sorted by _as_failure
             return self._dead_letter(s.record, self._as_failure(exc, s.event_id), s.event_id)
 
@@ -277,7 +287,9 @@ class Worker:
         log.exception("unexpected error handling a record", extra={"event_id": event_id}, exc_info=exc)
         return ProcessingFailed(f"{type(exc).__name__}: {exc}")
 
-    def _persist_and_publish(self, analysis: Analysis) -> str:
+    def _persist(self, analysis: Analysis) -> tuple[int, str]:
+        """Store one outcome (item, automatic decision in the outbox, flood counts);
+        returns (item id, outcome name)."""
         started = time.perf_counter()
         with self.sessions() as session:
             item_id, created, quarantined = outcomes.record_analysis(
@@ -291,11 +303,13 @@ class Worker:
             # This worker stops acting on the entry with its very next upload;
             # the others follow within BANK_REFRESH_SECONDS.
             self._retrying("database", lambda: self.refresh_banks(force=True))
-        outcome = analysis.verdict.route.value if created else "duplicate"
+        return item_id, analysis.verdict.route.value if created else "duplicate"
+
+    def _account(self, outcome: str, analysis: Analysis) -> None:
+        """Metrics and the log line of one published outcome."""
         automatic = AUTOMATIC_DECISIONS.get(outcome)
         if automatic and (outcome != "allow" or self.publish_allow):
             self.metrics.decisions.labels(*automatic).inc()
-        self._publish([item_id])
         self.metrics.events_consumed.labels(outcome).inc()
         log.info(
             "event processed",
@@ -304,10 +318,10 @@ class Worker:
                 "outcome": outcome,
                 "priority": analysis.verdict.priority,
                 "score": analysis.score,
+                "models": analysis.model_version,
                 "matches": len(analysis.matches),
             },
         )
-        return outcome
 
     def _publish(self, item_ids: list[int]) -> None:
         started = time.perf_counter()

@@ -113,9 +113,14 @@ def publish_pending(
         if not pending:
             return 0
         now = utcnow()
+        records = [encode(decision) for decision in pending]
+        send_all = getattr(send, "send_all", None)
+        if send_all is not None:
+            send_all(records)  # one round trip to the broker
+        else:
+            for key, value in records:
+                send(key, value)
         for decision in pending:
-            key, value = encode(decision)
-            send(key, value)
             decision.published_at = now
         session.commit()
     if on_published is not None:

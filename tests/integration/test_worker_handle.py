@@ -34,6 +34,7 @@ def make_worker(settings_factory, sessions, metrics):
             send_decision=lambda k, v, h=(): sent["decisions"].append((k, v)),
             send_dead_letter=lambda k, v, h=(): sent["dlq"].append((k, v, dict(h))),
             metrics=metrics,
+            batch_wait_s=60.0,  # batches are cut by size here, never by a slow machine
         )
         return worker, sent
 
