@@ -321,7 +321,7 @@ def _draw_plot(
         )
     except ImportError:
         print(
-            "moderation: no plot: it needs matplotlib (pip install matplotlib, or the bench extra)",
+            "moderation: no plot: matplotlib is not installed (it is a dependency: reinstall the package)",
             file=sys.stderr,
         )
         return None
@@ -361,7 +361,7 @@ output:
   --csv            one line per file: file, label, score, score_<model> for each
                    model, predicted (at REVIEW_THRESHOLD), error
   --plot           precision-recall and ROC curves with REVIEW_THRESHOLD and the
-                   recommended threshold marked (needs matplotlib)
+                   recommended threshold marked
 
 exit status:
   0  done
