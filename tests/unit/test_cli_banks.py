@@ -3,26 +3,9 @@ what a script or a test does without a running server."""
 
 from __future__ import annotations
 
-import json
-
 import cv2
-import pytest
 
-from moderation.cli import main
 from tests.support.images import encode, reencoded_copy, synthetic_image
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/banks.db")
-
-    def run(*args: str) -> tuple[int, list[dict], str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        return code, rows, err
-
-    return run
 
 
 def test_bank_add_then_match_reports_bank_entry_signal_distance_and_variant(cli, tmp_path):

@@ -12,22 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moderation.cli import main
 from moderation.config import Settings
 from tests.support.images import encode, synthetic_image
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/classify.db")
-
-    def run(*args: str) -> tuple[int, list[dict], str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        return code, rows, err
-
-    return run
 
 
 def test_the_default_models_score_a_benign_photo_and_allow_it(cli, tmp_path):
