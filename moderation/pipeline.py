@@ -151,6 +151,13 @@ class Pipeline:
             verdict=verdict,
         )
 
+    def rematch(self, analysis: Analysis) -> Analysis:
+        """Match and route again with the index as it is now (after a bank change
+        made while the event's batch was being handled)."""
+        matches = tuple(self.index.match(analysis.hashes))
+        verdict = route(matches, analysis.classification.score, analysis.hashes.pdq_quality, self.policy)
+        return replace(analysis, matches=matches, verdict=verdict)
+
     def finish_batch(self, prepared: Sequence[Prepared], verdicts: Sequence[Scores]) -> list[Analysis]:
         """Route each event; then, with a body-part detector configured, find the
         regions of the still images a moderator will see, in one batch."""

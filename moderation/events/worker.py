@@ -210,7 +210,8 @@ class Worker:
         for s, analysis in zip(scored, analyses, strict=True):
             s.analysis = analysis
         stored: list[tuple[int, str, Analysis]] = []
-        names = [self._finish(s, stored) for s in staged]
+        quarantined: set[int] = set()
+        names = [self._finish(s, stored, quarantined) for s in staged]
         if stored:  # the batch's decisions in one round trip to the broker
             self._publish([item_id for item_id, _, _ in stored])
         for _item_id, outcome, analysis in stored:
@@ -259,17 +260,24 @@ class Worker:
                 results.append(self._as_failure(exc, s.event_id))
         return results
 
-    def _finish(self, s: Staged, stored: list[tuple[int, str, Analysis]]) -> str:
+    def _finish(self, s: Staged, stored: list[tuple[int, str, Analysis]], quarantined: set[int]) -> str:
         """Store the record's outcome (published by the caller, with the rest of
-        the batch's), or dead-letter it."""
+        the batch's), or dead-letter it. ``quarantined`` collects the entries
+        flood control quarantined earlier in this batch: an event matched before
+        that is matched and routed again, so no further copy is removed on the
+        strength of a quarantined entry."""
         if s.outcome is not None:
             return s.outcome
         if isinstance(s.classification, ModerationError):
             return self._dead_letter(s.record, s.classification, s.event_id)
         assert s.analysis is not None
         try:
-            item_id, outcome = self._persist(s.analysis)
-            stored.append((item_id, outcome, s.analysis))
+            analysis = s.analysis
+            if quarantined and any(m.entry_id in quarantined for m in analysis.matches):
+                analysis = self.pipeline.rematch(analysis)
+            item_id, outcome, newly_quarantined = self._persist(analysis)
+            quarantined.update(newly_quarantined)
+            stored.append((item_id, outcome, analysis))
             return outcome
         except Exception as exc:  # noqa: BLE001 - sorted by _as_failure
             return self._dead_letter(s.record, self._as_failure(exc, s.event_id), s.event_id)
@@ -287,9 +295,9 @@ class Worker:
         log.exception("unexpected error handling a record", extra={"event_id": event_id}, exc_info=exc)
         return ProcessingFailed(f"{type(exc).__name__}: {exc}")
 
-    def _persist(self, analysis: Analysis) -> tuple[int, str]:
+    def _persist(self, analysis: Analysis) -> tuple[int, str, list[int]]:
         """Store one outcome (item, automatic decision in the outbox, flood counts);
-        returns (item id, outcome name)."""
+        returns (item id, outcome name, entries flood control quarantined)."""
         started = time.perf_counter()
         with self.sessions() as session:
             item_id, created, quarantined = outcomes.record_analysis(
@@ -303,7 +311,7 @@ class Worker:
             # This worker stops acting on the entry with its very next upload;
             # the others follow within BANK_REFRESH_SECONDS.
             self._retrying("database", lambda: self.refresh_banks(force=True))
-        return item_id, analysis.verdict.route.value if created else "duplicate"
+        return item_id, analysis.verdict.route.value if created else "duplicate", quarantined
 
     def _account(self, outcome: str, analysis: Analysis) -> None:
         """Metrics and the log line of one published outcome."""

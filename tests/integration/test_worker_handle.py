@@ -289,3 +289,32 @@ def test_no_detector_runs_for_allowed_items(make_worker, media_server):
     records = [_record(raw, offset=i) for i, raw in enumerate(_events(media_server, 2))]
     assert worker.handle_batch(records) == ["allow", "allow"]
     assert detector.calls == []
+
+
+def test_flood_control_quarantine_takes_effect_within_the_same_batch(make_worker, media_server, sessions):
+    from moderation.domain import EntrySpec
+    from moderation.hashing import hash_media
+    from moderation.media.decode import decode_image
+    from moderation.storage import banks
+    from moderation.storage.flood import FloodPolicy
+
+    victim = encode(synthetic_image(77))
+    with sessions() as s:
+        bank = banks.create_bank(s, "victims", "auto_remove", actor="test")
+        hashes = hash_media(victim, decode_image(victim, 10**8)[1])
+        banks.add_entries(s, bank, [EntrySpec("pdq", hashes.pdq)], added_by="test")
+        s.commit()
+    worker, _sent = make_worker(FixedScoreClassifier(0.0))
+    worker.flood = FloodPolicy(max_hits=2, window_seconds=3600)
+    worker.refresh_banks(force=True)
+    raws = []
+    for i in range(4):
+        url = media_server.add(f"/copy{i}.jpg", victim)
+        raws.append(json.dumps(make_upload_event(f"copy{i}", f"cc{i}", "u", url, "image/jpeg")).encode())
+    records = [_record(raw, offset=i) for i, raw in enumerate(raws)]
+    # The second copy reaches the flood limit and quarantines the entry; the
+    # third and fourth, matched before that in the same batch, go to people.
+    assert worker.handle_batch(records) == ["auto_remove", "auto_remove", "review", "review"]
+    with sessions() as s:
+        items = list(s.scalars(select(Item).order_by(Item.id)))
+    assert [m["quarantined"] for m in items[2].matches] == [True]
