@@ -63,6 +63,7 @@ class Settings:
 
     # Media
     dev_mode: bool = False  # allows file:// media URLs
+    media_allowed_hosts: str = ""  # hosts, IPs or CIDRs media may come from although private/loopback
     media_max_bytes: int = 25 * 1024 * 1024
     media_connect_timeout_s: float = 5.0
     media_read_timeout_s: float = 15.0
@@ -114,6 +115,13 @@ class Settings:
     claim_lease_seconds: int = 300
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    session_idle_seconds: int = 3600  # a console session ends after this long without a request
+    session_max_seconds: int = 43200  # and after this long in any case (a new login is needed)
+    login_max_failures: int = 5  # failed logins of one account in a row before it is locked
+    login_lockout_seconds: int = 900
+    login_attempts_per_minute: int = 10  # per client address, successful or not
+    sso_user_header: str = ""  # e.g. X-Forwarded-User: trusted only from SSO_TRUSTED_PROXIES; empty: off
+    sso_trusted_proxies: str = ""  # comma-separated IPs or CIDRs of the reverse proxy that sets it
 
     # Operations
     metrics_port: int = 9100
@@ -138,6 +146,22 @@ def _parser_for(name: str, kind: type) -> Any:
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 
 
+def _read_secret_file(name: str, path: str) -> str:
+    """A secret from a mounted file (a Kubernetes Secret volume, a Docker secret);
+    one trailing newline is dropped. The error names the variable, never the value."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{name}={path!r}: cannot read the secret file ({exc.strerror or exc})") from None
+    return value[:-1] if value.endswith("\n") else value
+
+
+def secret_names() -> list[str]:
+    """Settings that are secrets: never logged; each may also come from <NAME>_FILE."""
+    return [f.name.upper() for f in fields(Settings) if not f.repr]
+
+
 def env_names() -> list[str]:
     return [f.name.upper() for f in fields(Settings)]
 
@@ -148,7 +172,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     values: dict[str, Any] = {}
     for f in fields(Settings):
         name = f.name.upper()
-        if name in env:
+        if not f.repr and f"{name}_FILE" in env:  # a secret mounted as a file
+            if name in env:
+                raise ConfigError(f"set {name} or {name}_FILE, not both")
+            values[f.name] = _read_secret_file(f"{name}_FILE", env[f"{name}_FILE"])
+        elif name in env:
             kind = _TYPES[f.type] if isinstance(f.type, str) else f.type
             values[f.name] = _parser_for(name, kind)(env[name])
     values.update(overrides)

@@ -48,3 +48,27 @@ def test_every_setting_is_documented():
     doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     missing = [name for name in env_names() if f"`{name}`" not in doc]
     assert not missing, f"undocumented settings: {missing}"
+
+
+def test_secrets_can_come_from_mounted_files(tmp_path):
+    from moderation.config import load_settings, secret_names
+
+    assert {"SECRET_KEY", "NCMEC_PASSWORD", "STOPNCII_SUBSCRIPTION_KEY"} <= set(secret_names())
+    secret = tmp_path / "key"
+    secret.write_text("s3cret-value\n")
+    settings = load_settings({"SECRET_KEY_FILE": str(secret)})
+    assert settings.secret_key == "s3cret-value"
+    assert "s3cret-value" not in repr(settings)
+
+
+def test_a_secret_file_that_cannot_be_read_names_the_variable_not_the_value(tmp_path):
+    import pytest
+
+    from moderation.config import load_settings
+    from moderation.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="NCMEC_PASSWORD_FILE=.*cannot read"):
+        load_settings({"NCMEC_PASSWORD_FILE": str(tmp_path / "missing")})
+    (tmp_path / "k").write_text("x")
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings({"SECRET_KEY": "a", "SECRET_KEY_FILE": str(tmp_path / "k")})
