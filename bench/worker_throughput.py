@@ -68,6 +68,7 @@ def main() -> None:
             onnx_threads=args.onnx_threads,
             kafka_max_poll_records=100,
             classify_batch_size=args.batch_size,
+            media_allowed_hosts="127.0.0.1",  # the media server runs on loopback
             **({"classifier_model": args.classifier} if args.classifier else {}),
         )
         kafka.ensure_topics(settings)

@@ -28,6 +28,14 @@ class MediaFetchError(InvalidInput):
     code = "media_fetch_failed"
 
 
+class MediaUrlRefused(MediaFetchError):
+    """The media URL, or a redirect it led to, points where a worker must never
+    connect (SSRF rules: private, loopback, metadata addresses, other schemes,
+    credentials). The message says which rule and which address."""
+
+    code = "media_url_refused"
+
+
 class MediaTooLarge(InvalidInput):
     code = "media_too_large"
 

@@ -47,6 +47,8 @@ def build_pipeline(settings: Settings, metrics: Metrics, classifier: Classifier 
             settings.media_read_timeout_s,
             allow_files=settings.dev_mode,
             total_timeout_s=settings.media_total_timeout_s,
+            allowed_hosts=settings.media_allowed_hosts,
+            allow_loopback=settings.dev_mode,
         ),
         index=BankIndex(settings.pdq_match_distance),
         classifier=classifier or build_classifier(settings),

@@ -131,6 +131,7 @@ def settings_factory(kafka_bootstrap: str, db_url: str) -> Callable[..., Setting
             media_connect_timeout_s=1.0,
             secret_key="test-secret",
             dev_mode=True,
+            media_allowed_hosts="127.0.0.1",
         )
         values.update(overrides)
         return load_settings({}, **values)

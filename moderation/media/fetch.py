@@ -1,26 +1,49 @@
 """Fetch media bytes for an upload event.
 
-http(s) URLs are streamed with connect/read timeouts and a hard byte limit, so a
-slow, trickling or endless server cannot hold a worker or its memory: one hard
-deadline (``MEDIA_TOTAL_TIMEOUT_S``) covers connecting, redirects, headers,
-retries and the whole download. ``file://`` URLs are accepted only in dev mode
-(``DEV_MODE=true``), for local testing with ``moderation publish``.
+Media URLs come from users, so every URL, and every redirect it leads to, is
+checked by ``url_guard`` before a socket is opened: http(s) only, no credentials,
+no loopback, private, link-local, metadata or other non-public address (unless
+``MEDIA_ALLOWED_HOSTS`` allows it, or it is loopback in dev mode). Redirects are
+followed here, at most ``MAX_REDIRECTS``, each hop checked again; the connection
+goes to the very address that was checked (no second DNS lookup). Refusals raise
+``MediaUrlRefused``: dead-lettered, never retried.
+
+Downloads are streamed with connect/read timeouts and a hard byte limit that
+counts decoded bytes, so a slow, trickling, endless or compressed-bomb server
+cannot hold a worker or its memory: one hard deadline (``MEDIA_TOTAL_TIMEOUT_S``)
+covers resolving, connecting, redirects, headers, retries and the whole download.
+``file://`` URLs are accepted only in dev mode (``DEV_MODE=true``), for local
+testing with ``moderation publish``, and never as a redirect target.
 """
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlsplit
 
-import requests
-import urllib3
+from moderation.errors import MediaFetchError, MediaTooLarge, MediaUrlRefused
+from moderation.media.transport import (
+    DEFAULT_CA_CERTS,
+    BodyDecoder,
+    FetchDeadline,
+    connection_to,
+    tls_context,
+)
+from moderation.media.url_guard import Address, MediaUrlPolicy, Target, parse_media_url
 
-from moderation.errors import MediaFetchError, MediaTooLarge
-from moderation.media.deadline import DeadlineAdapter, hard_deadline
-
+MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
 _RETRYABLE = {429, 500, 502, 503, 504}
+_REDIRECTS = {301, 302, 303, 307, 308}
+_HEADERS = {
+    "User-Agent": "moderation-worker/0.1",
+    # Images are compressed already; a server that compresses anyway is decoded within the limit.
+    "Accept-Encoding": "identity",
+    "Connection": "close",
+}
 
 
 class _Retryable(Exception):
@@ -37,33 +60,32 @@ class MediaFetcher:
         retries: int = 2,
         retry_backoff_s: float = 0.5,
         total_timeout_s: float | None = None,
+        allowed_hosts: str = "",
+        allow_loopback: bool = False,
+        ca_certs: str | None = DEFAULT_CA_CERTS,
     ) -> None:
+        """``allowed_hosts``: MEDIA_ALLOWED_HOSTS (a malformed entry raises ConfigError);
+        ``allow_files`` and ``allow_loopback``: dev mode; ``ca_certs``: CA bundle for https."""
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.max_bytes = max_bytes
-        self.timeout = (connect_timeout_s, read_timeout_s)
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
         self.total_timeout_s = total_timeout_s or connect_timeout_s + 2 * read_timeout_s
         self.allow_files = allow_files
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = "moderation-worker/0.1"
-        # Images are compressed already; asking for identity avoids gzip bombs.
-        self._session.headers["Accept-Encoding"] = "identity"
-        adapter = DeadlineAdapter()
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self.policy = MediaUrlPolicy(allowed_hosts, allow_loopback)
+        self._tls = tls_context(ca_certs)
 
     def fetch(self, url: str) -> bytes:
-        scheme = urlparse(url).scheme.lower()
-        if scheme in {"http", "https"}:
-            return self._fetch_http(url)
-        if scheme == "file":
+        """The media bytes. Raises MediaUrlRefused, MediaTooLarge or MediaFetchError."""
+        if urlsplit(url).scheme.lower() == "file":
             if not self.allow_files:
-                raise MediaFetchError("file:// media URLs are only accepted with DEV_MODE=true")
+                raise MediaUrlRefused("file:// media URLs are only accepted with DEV_MODE=true")
             return self._fetch_file(url)
-        raise MediaFetchError(f"unsupported media URL scheme {scheme!r}; use http or https")
+        return self._fetch_http(url)
 
     def _fetch_file(self, url: str) -> bytes:
-        path = Path(unquote(urlparse(url).path))
+        path = Path(unquote(urlsplit(url).path))
         try:
             size = path.stat().st_size
             if size > self.max_bytes:
@@ -76,56 +98,124 @@ class MediaFetcher:
         # An overloaded media host (429/5xx) gets a few quick retries; after that the
         # event is dead-lettered with the last status so it can be replayed later.
         # One deadline covers all attempts.
-        deadline = time.monotonic() + self.total_timeout_s
-        with hard_deadline(self.total_timeout_s) as expired:
+        with FetchDeadline(self.total_timeout_s) as deadline:
             try:
                 for attempt in range(self.retries + 1):
                     try:
-                        return self._fetch_http_once(url, deadline)
+                        return self._follow(url, deadline)
                     except _Retryable as exc:
                         pause = self.retry_backoff_s * (2**attempt)
-                        if attempt == self.retries or time.monotonic() + pause >= deadline:
+                        if attempt == self.retries or pause >= deadline.remaining():
                             raise MediaFetchError(f"{exc} after {attempt + 1} attempts") from None
                         time.sleep(pause)
+            except (MediaTooLarge, MediaUrlRefused):
+                raise
             except MediaFetchError:
-                if expired.is_set():
+                if deadline.expired.is_set() or deadline.remaining() <= 0:
                     raise MediaFetchError(f"media download took over {self.total_timeout_s:g} s") from None
                 raise
         raise AssertionError("unreachable")
 
-    def _fetch_http_once(self, url: str, deadline: float) -> bytes:
+    def _follow(self, url: str, deadline: FetchDeadline) -> bytes:
+        """GET ``url``, following redirects; every hop is checked before connecting."""
+        for hop in range(MAX_REDIRECTS + 1):
+            try:
+                target = parse_media_url(url)
+                addresses = self.policy.resolve(target)
+            except MediaUrlRefused as exc:
+                where = "media URL" if hop == 0 else f"redirect {hop} (to {_origin(url)})"
+                raise MediaUrlRefused(f"{where} refused: {exc}") from None
+            result = self._get(target, addresses, deadline)
+            if isinstance(result, bytes):
+                return result
+            url = urljoin(url, result)
+        raise MediaFetchError(f"media URL redirected more than {MAX_REDIRECTS} times")
+
+    def _get(self, target: Target, addresses: list[Address], deadline: FetchDeadline) -> bytes | str:
+        """One request: the body, or the Location of a redirect."""
+        conn = self._connect(target, addresses, deadline)
         try:
-            with self._session.get(url, stream=True, timeout=self.timeout, allow_redirects=True) as resp:
-                if resp.status_code in _RETRYABLE:
-                    raise _Retryable(f"media URL answered HTTP {resp.status_code}")
-                if resp.status_code != 200:
-                    raise MediaFetchError(f"media URL answered HTTP {resp.status_code}")
-                declared = resp.headers.get("Content-Length")
-                if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise MediaTooLarge(
-                        f"Content-Length {declared} is over the limit of {self.max_bytes} bytes"
-                    )
-                chunks: list[bytes] = []
-                total = 0
-                while True:
-                    # read1 returns whatever one socket read brings, so a server that
-                    # trickles a byte at a time still meets the deadline check.
-                    chunk = resp.raw.read1(_CHUNK, decode_content=True)
-                    if not chunk:
-                        if time.monotonic() > deadline:  # cut off by the hard deadline
-                            raise MediaFetchError(f"media download took over {self.total_timeout_s:g} s")
-                        return b"".join(chunks)
-                    total += len(chunk)
-                    if total > self.max_bytes:
-                        raise MediaTooLarge(f"media is over the limit of {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise MediaFetchError(f"media download took over {self.total_timeout_s:g} s")
-                    chunks.append(chunk)
-        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            conn.timeout = _within(self.read_timeout_s, deadline)
+            conn.request("GET", target.request_target, headers=_HEADERS)
+            resp = conn.getresponse()
+            if resp.status in _REDIRECTS:
+                location = resp.getheader("Location")
+                if not location:
+                    raise MediaFetchError(f"media URL answered HTTP {resp.status} without a Location")
+                return location
+            if resp.status in _RETRYABLE:
+                raise _Retryable(f"media URL answered HTTP {resp.status}")
+            if resp.status != 200:
+                raise MediaFetchError(f"media URL answered HTTP {resp.status}")
+            return self._read_body(resp, deadline)
+        except TimeoutError:
             raise MediaFetchError("media URL timed out") from None
-        except requests.ConnectionError as exc:
-            raise MediaFetchError(f"media URL unreachable: {type(exc).__name__}") from None
-        except requests.RequestException as exc:
-            raise MediaFetchError(f"media fetch failed: {exc}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except http.client.IncompleteRead:
+            raise MediaFetchError("media download ended before the end of the body") from None
+        except http.client.LineTooLong:
+            raise MediaFetchError("media server sent an over-long status or header line") from None
+        except http.client.HTTPException as exc:
+            detail = " ".join(str(exc).split())[:100] or type(exc).__name__
+            raise MediaFetchError(f"media server sent a malformed response: {detail}") from None
+        except OSError as exc:
             raise MediaFetchError(f"media download failed: {type(exc).__name__}") from None
+        finally:
+            conn.close()
+
+    def _connect(
+        self, target: Target, addresses: list[Address], deadline: FetchDeadline
+    ) -> http.client.HTTPConnection:
+        """A connection to the first of the checked ``addresses`` that answers."""
+        error: OSError | None = None
+        for address in addresses:
+            timeout = _within(self.connect_timeout_s, deadline)
+            conn = connection_to(target, address, deadline, timeout, self._tls)
+            try:
+                conn.connect()
+                return conn
+            except OSError as exc:
+                conn.close()
+                error = exc
+        if isinstance(error, TimeoutError):
+            raise MediaFetchError("media URL timed out")
+        if isinstance(error, ssl.SSLError):
+            raise MediaFetchError(f"TLS with the media host failed: {error.reason or error}")
+        raise MediaFetchError(f"media URL unreachable: {type(error).__name__}")
+
+    def _read_body(self, resp: http.client.HTTPResponse, deadline: FetchDeadline) -> bytes:
+        if resp.length is not None and resp.length > self.max_bytes:
+            raise MediaTooLarge(f"Content-Length {resp.length} is over the limit of {self.max_bytes} bytes")
+        declared = resp.length
+        decoder = BodyDecoder(resp.getheader("Content-Encoding") or "", self.max_bytes)
+        body = bytearray()
+        while True:
+            # read1 returns whatever one socket read brings, so a server that
+            # trickles a byte at a time still meets the deadline check.
+            chunk = resp.read1(_CHUNK)
+            if deadline.expired.is_set() or deadline.remaining() <= 0:
+                raise MediaFetchError(f"media download took over {self.total_timeout_s:g} s")
+            if not chunk:
+                break
+            body += decoder.decode(chunk)
+        if resp.length:  # the connection ended before the announced length
+            sent = (declared or 0) - resp.length
+            raise MediaFetchError(
+                f"media server sent {sent} of the {declared} bytes its Content-Length announced"
+            )
+        body += decoder.finish()
+        return bytes(body)
+
+
+def _within(timeout: float, deadline: FetchDeadline) -> float:
+    return max(min(timeout, deadline.remaining()), 0.001)
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL, for messages: paths and queries may carry tokens."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "a malformed URL"

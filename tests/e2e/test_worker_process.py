@@ -40,6 +40,7 @@ def test_worker_process_serves_probes_and_stops_cleanly_on_sigterm(
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "METRICS_PORT": str(port),
         "LOG_FORMAT": "json",
+        "MEDIA_ALLOWED_HOSTS": "127.0.0.1",  # the test's media server is on loopback
     }
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+Route = Callable[[BaseHTTPRequestHandler], None]
 
 
 class MediaServer:
     """Serves ``files[path]``; special paths: /status/NNN, /slow (stalls),
-    /endless (never-ending body without Content-Length), /lying-length."""
+    /trickle, /trickle-headers, /gzip, /endless (never-ending body without
+    Content-Length); ``route(path, handler)`` adds any other behaviour. Each
+    request's Host header is kept in ``hosts``."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.routes: dict[str, Route] = {}
+        self.hosts: list[str] = []
         self.requests = 0
         files = self.files
         outer = self
@@ -24,7 +31,14 @@ class MediaServer:
 
             def do_GET(self) -> None:
                 outer.requests += 1
+                outer.hosts.append(self.headers.get("Host", ""))
                 path = self.path.split("?")[0]
+                if path in outer.routes:
+                    try:
+                        outer.routes[path](self)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 if path.startswith("/status/"):
                     self.send_response(int(path.rsplit("/", 1)[1]))
                     self.end_headers()
@@ -88,13 +102,18 @@ class MediaServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def add(self, path: str, body: bytes) -> str:
         self.files[path] = body
+        return self.url(path)
+
+    def route(self, path: str, handler: Route) -> str:
+        """Answer GET ``path`` with ``handler(request_handler)``; returns its URL."""
+        self.routes[path] = handler
         return self.url(path)
 
     def close(self) -> None:
