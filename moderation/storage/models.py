@@ -61,6 +61,23 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))  # moderator | admin
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Login security (users.check_login): failed logins in a row, and the lock they
+    # trigger; in the database, so the count holds across web replicas.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Copied into each console session at login; bumping it (new password,
+    # deactivation) ends every session the user has open.
+    session_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LoginAttempt(Base):
+    """Login attempts per client address per minute (the per-address rate limit)."""
+
+    __tablename__ = "login_attempts"
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Bank(Base):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import timedelta
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter, Map
 
 from moderation.config import Settings, load_settings
 from moderation.metrics import Metrics, QueueDepthCollector
@@ -26,18 +26,14 @@ def create_app(
 ) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
+    # Every <int:...> in a URL is a database id: larger than BIGINT is no such row (404), not a 500.
+    app.url_map.converters["int"] = DatabaseIdConverter
     secret = settings.secret_key
     if not secret:
         log.warning("SECRET_KEY is not set: sessions will not survive a restart")
         secret = secrets.token_hex(32)
-    app.config.update(
-        SECRET_KEY=secret,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=not settings.dev_mode,
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),  # a signed cookie is honoured this long at most
-        MAX_CONTENT_LENGTH=1024 * 1024,
-    )
+    # Session cookie flags and lifetime: sessions.configure (via security.init_app).
+    app.config.update(SECRET_KEY=secret, MAX_CONTENT_LENGTH=1024 * 1024)
     sessions = make_sessionmaker(make_engine(settings.database_url))
     metrics = metrics or Metrics()
     metrics.registry.register(QueueDepthCollector(lambda: _depth(sessions)))
@@ -59,6 +55,12 @@ def create_app(
     app.register_blueprint(submissions_api.bp)
     app.register_blueprint(admin.bp)
     return app
+
+
+class DatabaseIdConverter(IntegerConverter):
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def _depth(sessions: Any) -> Any:

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from moderation.review import REASONS, ReviewError
 from moderation.storage import queue
 from moderation.web import actions
+from moderation.web.banks_api import is_unicode_text
 from moderation.web.presenters import item_dict
 from moderation.web.security import login_required
 
@@ -78,11 +79,15 @@ def post_decision(item_id: int) -> Any:
     body: Any = request.get_json(silent=True)
     if not isinstance(body, dict):
         return jsonify(error='send a JSON object: {"action": ..., "reason": ..., "note": ...}'), 400
+    fields = {}
+    for key in ("action", "reason", "note"):
+        value = body.get(key, "")
+        if not isinstance(value, str) or "\x00" in value or not is_unicode_text(value):
+            return jsonify(error=f"{key} must be a string of valid Unicode text"), 400
+        fields[key] = value
     item = actions.visible_item(item_id, for_update=True)
     try:
-        result = actions.decide(
-            item, str(body.get("action", "")), str(body.get("reason", "")), str(body.get("note", ""))[:2000]
-        )
+        result = actions.decide(item, fields["action"], fields["reason"], fields["note"][:2000])
     except ReviewError as exc:
         return jsonify(error=str(exc)), exc.status
     payload = dict(result.decision.payload)

@@ -101,7 +101,18 @@ def str_field(
         raise RequestError(f"{where}{key} is too long (at most {max_len} characters)")
     if "\x00" in value:
         raise RequestError(f"{where}{key} must not contain NUL characters")
+    if not is_unicode_text(value):
+        raise RequestError(f"{where}{key} must be valid Unicode text")
     return value
+
+
+def is_unicode_text(value: str) -> bool:
+    """False for lone surrogates (JSON "\\ud800"), which no database column can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validated_specs(items: object, build: Any, field: str = "entries") -> list[EntrySpec]:

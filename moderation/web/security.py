@@ -2,11 +2,15 @@
 
 Two decorators guard views:
 
-- ``login_required``: the review console and the queue API (session cookie, and
-  HTTP Basic on API routes).
+- ``login_required``: the review console and the queue API (session cookie or
+  single sign-on, and HTTP Basic on API routes).
 - ``api_access``: bank and submission API routes, which also accept API tokens
   (``Authorization: Bearer mod_...``) and say which user roles and which token
   scopes may call them.
+
+Sessions (expiry, versions) are in ``sessions.py``, password checks, lockout
+and rate limits in ``logins.py``, client addresses and single sign-on in
+``proxies.py``.
 """
 
 from __future__ import annotations
@@ -17,33 +21,71 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
-from flask import Flask, Response, abort, g, jsonify, redirect, request, session, url_for
+from flask import Flask, Response, abort, flash, g, jsonify, redirect, request, session, url_for
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from moderation.storage import tokens, users
 from moderation.storage.models import User
+from moderation.web import logins, proxies, sessions
 from moderation.web.services import services
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+CSRF_FAILED = "missing or invalid CSRF token; reload the page and try again"
+CSP = (
+    "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    # Media and JSON are for this site's pages only, never embedded elsewhere.
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+EXPIRED = "Your session expired. Please log in again."
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def init_app(app: Flask) -> None:
+    settings = app.extensions["moderation"].settings
+    app.extensions["moderation.proxies"] = proxies.ProxyConfig.from_settings(settings)
+    sessions.configure(app, settings)
     app.after_request(_security_headers)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(logins.TooManyAttempts, _too_many_attempts)
     app.context_processor(lambda: {"csrf_token": csrf_token, "current_user": getattr(g, "user", None)})
 
 
-def _security_headers(response: Any) -> Any:
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    )
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    # Nothing but the static files may be cached: pages, JSON and media are private.
+    if request.endpoint != "static" and "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return response
+
+
+def _http_error(exc: HTTPException) -> Any:
+    """Errors outside the blueprints' own handlers (unknown paths, 405s): JSON under /api/."""
+    if request.path.startswith("/api/"):
+        resp = jsonify(error=exc.description or exc.name)
+        resp.status_code = exc.code or 500
+        return resp
+    return exc.get_response()
+
+
+def _too_many_attempts(exc: logins.TooManyAttempts) -> Response:
+    resp = jsonify(error=str(exc))
+    resp.status_code = 429
+    resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp
 
 
 def csrf_token() -> str:
@@ -52,21 +94,28 @@ def csrf_token() -> str:
     return str(session[CSRF_FIELD])
 
 
-def check_csrf() -> None:
+def csrf_ok() -> bool:
+    """Whether the request carries the session's CSRF token (form field or header)."""
     sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     expected = session.get(CSRF_FIELD, "")
-    if not expected or not hmac.compare_digest(sent, expected):
-        abort(400, description="missing or invalid CSRF token; reload the page and try again")
+    return bool(expected) and hmac.compare_digest(sent.encode(), str(expected).encode())
+
+
+def check_csrf() -> None:
+    if not csrf_ok():
+        abort(400, description=CSRF_FAILED)
 
 
 def load_user(db: Session, allow_basic: bool) -> User | None:
-    """The session's user, or (API routes only) HTTP Basic credentials."""
-    user_id = session.get("user_id")
-    if user_id is not None:
-        user = db.get(User, user_id)
-        if user is not None and user.active:
-            return user
-        session.clear()
+    """The user of this request: single sign-on (header from a trusted proxy),
+    the login session, or (API routes only) HTTP Basic credentials. Raises
+    ``logins.TooManyAttempts`` for Basic from an address over its limit."""
+    sso_name = proxies.sso_username()
+    if sso_name is not None:
+        return _sso_user(db, sso_name)
+    user = sessions.session_user(db)
+    if user is not None:
+        return user
     auth = request.authorization
     if (
         allow_basic
@@ -77,17 +126,49 @@ def load_user(db: Session, allow_basic: bool) -> User | None:
         and "\x00" not in auth.username  # the database cannot compare NUL; no user has one
     ):
         g.basic_auth = True
-        return users.authenticate(db, auth.username, auth.password)
+        return logins.basic_login(db, auth.username, auth.password)
     return None
+
+
+def _sso_user(db: Session, username: str) -> User | None:
+    """The proxy vouches for ``username``: an active user of that name, or nobody
+    (never a password session left in the cookie)."""
+    user = users.active_user(db, username)
+    if user is None:
+        proxies.config().warn_once(f"user:{username}", "single sign-on: no active console user %r", username)
+        session.pop(sessions.SSO_USER, None)
+        return None
+    if session.get(sessions.SSO_USER) != user.id:
+        session.clear()  # a new person behind the proxy: nothing of the last session is kept
+        session[sessions.SSO_USER] = user.id
+        logins.sso_login(db, user)
+    return user
+
+
+def _json_error(message: str, status: int, challenge: str | None = None) -> Response:
+    resp = jsonify(error=message)
+    resp.status_code = status
+    if challenge is not None:
+        resp.headers.add("WWW-Authenticate", 'Basic realm="moderation"')
+        resp.headers.add("WWW-Authenticate", challenge)
+    return resp
+
+
+def _unauthenticated_api(challenge: str | None) -> Response:
+    message = EXPIRED if g.get("session_expired") else "authentication required"
+    resp = _json_error(message, 401, challenge)
+    if challenge is None:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="moderation"'
+    return resp
 
 
 def login_required(api: bool = False, role: str | None = None) -> Callable[..., Any]:
     """Open a database session as ``g.db``, load ``g.user``, enforce login and role.
 
-    Console routes accept only the session cookie, and their POSTs must carry the
-    CSRF token. API routes also accept HTTP Basic; a Basic-authenticated POST must
-    be JSON, which a cross-site form cannot send, so a browser that remembered the
-    credentials cannot be made to decide items."""
+    Console routes accept only the session cookie (or single sign-on), and their
+    POSTs must carry the CSRF token. API routes also accept HTTP Basic; a
+    Basic-authenticated POST must be JSON, which a cross-site form cannot send,
+    so a browser that remembered the credentials cannot be made to decide items."""
 
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
@@ -97,14 +178,15 @@ def login_required(api: bool = False, role: str | None = None) -> Callable[..., 
                 g.user = load_user(db, allow_basic=api)
                 if g.user is None:
                     if api:
-                        resp = jsonify(error="authentication required")
-                        resp.status_code = 401
-                        resp.headers["WWW-Authenticate"] = 'Basic realm="moderation"'
-                        return resp
-                    return redirect(url_for("auth.login", next=request.path))
+                        return _unauthenticated_api(None)
+                    if g.get("session_expired"):
+                        flash(EXPIRED, "info")
+                    # Back to a page after login; a form's target would answer GET with 405.
+                    back = request.full_path.rstrip("?") if request.method == "GET" else None
+                    return redirect(url_for("auth.login", next=back))
                 if role is not None and g.user.role != role:
                     abort(403)
-                if request.method == "POST":
+                if request.method not in SAFE_METHODS:
                     if not getattr(g, "basic_auth", False):
                         check_csrf()
                     elif not request.is_json:
@@ -118,22 +200,10 @@ def login_required(api: bool = False, role: str | None = None) -> Callable[..., 
     return wrap
 
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
 def _bearer_secret() -> str | None:
     """The secret of an ``Authorization: Bearer ...`` header, or None without one."""
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     return secret.strip() if scheme.lower() == "bearer" else None
-
-
-def _json_error(message: str, status: int, challenge: str | None = None) -> Response:
-    resp = jsonify(error=message)
-    resp.status_code = status
-    if challenge is not None:
-        resp.headers.add("WWW-Authenticate", 'Basic realm="moderation"')
-        resp.headers.add("WWW-Authenticate", challenge)
-    return resp
 
 
 def api_access(*, roles: Collection[str] = (), scopes: Collection[str] = ()) -> Callable[..., Any]:
@@ -147,8 +217,8 @@ def api_access(*, roles: Collection[str] = (), scopes: Collection[str] = ()) -> 
     then ignored, and an unknown or revoked token gets 401. Token and HTTP Basic
     requests carry no cookie a cross-site page could ride on, so they need no
     CSRF token, but their unsafe methods (POST, PATCH) must send JSON, which a
-    cross-site form cannot. Cookie requests need the ``X-CSRF-Token`` header.
-    A token's last use is committed before the view runs."""
+    cross-site form cannot. Cookie (and single sign-on) requests need the
+    ``X-CSRF-Token`` header. A token's last use is committed before the view runs."""
 
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
@@ -173,7 +243,7 @@ def api_access(*, roles: Collection[str] = (), scopes: Collection[str] = ()) -> 
                 else:
                     user = load_user(db, allow_basic=True)
                     if user is None:
-                        return _json_error("authentication required", 401, 'Bearer realm="moderation"')
+                        return _unauthenticated_api('Bearer realm="moderation"')
                     g.user, g.actor = user, user.username
                     if user.role not in roles:
                         allowed = " or ".join(sorted(roles)) or "an API token"
@@ -184,11 +254,8 @@ def api_access(*, roles: Collection[str] = (), scopes: Collection[str] = ()) -> 
                             return _json_error(
                                 "send Content-Type: application/json ({} when there is no body)", 415
                             )
-                    else:
-                        try:
-                            check_csrf()
-                        except HTTPException as exc:
-                            return _json_error(exc.description or "bad CSRF token", 400)
+                    elif not csrf_ok():
+                        return _json_error(CSRF_FAILED, 400)
                 return view(*args, **kwargs)
 
         return inner

@@ -72,77 +72,7 @@ def record_hits(sessions: Any, entry_id: int, times: int = 1, max_hits: int = 10
         s.commit()
 
 
-def callers(sessions: Any) -> dict[str, dict[str, str]]:
-    """Request headers for every kind of caller the authorization matrix covers."""
-    mod_pw, admin_pw = add_user(sessions, "mo"), add_user(sessions, "ada", role="admin")
-    return {
-        "anonymous": {},
-        "moderator": basic("mo", mod_pw),
-        "admin": basic("ada", admin_pw),
-        "banks:read": bearer(make_token(sessions, "reader", ["banks:read"])),
-        "banks:write": bearer(make_token(sessions, "writer", ["banks:write"])),
-        "hashes:submit": bearer(make_token(sessions, "flagger", ["hashes:submit"], bank="alpha")),
-        "revoked": bearer(revoked_token(sessions, "old", ["banks:read", "banks:write"])),
-        "malformed": bearer("not-a-token"),
-    }
-
-
-def call(client: Any, method: str, path: str, headers: dict[str, str], body: Any = None) -> Any:
-    return client.open(path, method=method, headers=headers, json=body)
-
-
-# -- authorization matrix ------------------------------------------------------------
-READ_OK = {"moderator", "admin", "banks:read"}
-WRITE_OK = {"admin", "banks:write"}
-UNAUTHENTICATED = {"anonymous", "revoked", "malformed"}
-
-
-def _expected(caller: str, allowed: set[str], success: int) -> int:
-    if caller in UNAUTHENTICATED:
-        return 401
-    return success if caller in allowed else 403
-
-
-@pytest.mark.parametrize(
-    "caller",
-    ["anonymous", "moderator", "admin", "banks:read", "banks:write", "hashes:submit", "revoked", "malformed"],
-)
-def test_authorization_matrix(db_url, sessions, caller):
-    make_bank(sessions, "alpha")
-    (eid,) = add_hashes(sessions, "alpha", EntrySpec("md5", MD5))
-    headers = callers(sessions)[caller]
-    c = web_app(db_url).test_client()
-    e = f"/api/v1/banks/alpha/entries/{eid}"
-    new_bank = "new-" + caller.replace(":", "-")
-    # In order: reads, then writes whose success leaves the next one possible.
-    plan = [
-        ("GET", "/api/v1/banks", None, READ_OK, 200),
-        ("GET", "/api/v1/banks/alpha", None, READ_OK, 200),
-        ("GET", "/api/v1/banks/alpha/entries", None, READ_OK, 200),
-        ("GET", e, None, READ_OK, 200),
-        ("GET", "/api/v1/banks/quarantined", None, READ_OK, 200),
-        ("POST", "/api/v1/banks", {"name": new_bank, "action": "review"}, WRITE_OK, 201),
-        ("PATCH", "/api/v1/banks/alpha", {"description": "d"}, WRITE_OK, 200),
-        (
-            "POST",
-            "/api/v1/banks/alpha/entries",
-            {"entries": [{"signal": "pdq", "value": PDQ}]},
-            WRITE_OK,
-            201,
-        ),
-        ("POST", e + "/disable", {}, WRITE_OK, 200),
-        ("POST", e + "/enable", {}, WRITE_OK, 200),
-        ("POST", e + "/withdraw", {"reason": "r"}, WRITE_OK, 200),
-    ]
-    for method, path, body, allowed, success in plan:
-        resp = call(c, method, path, headers, body)
-        want = _expected(caller, allowed, success)
-        assert resp.status_code == want, (method, path, resp.get_json())
-        if want >= 400:
-            assert "error" in resp.get_json()
-        if want == 401:
-            challenges = resp.headers.getlist("WWW-Authenticate")
-            assert any(h.startswith("Bearer") for h in challenges)
+# The authorization matrix of every route, these included: test_authz_matrix.py.
 
 
 def test_cookie_sessions_need_the_csrf_header_on_writes(db_url, sessions):

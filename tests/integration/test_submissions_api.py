@@ -21,7 +21,6 @@ from tests.integration.test_banks_api import (
     make_bank,
     make_token,
     record_hits,
-    revoked_token,
     web_app,
 )
 from tests.support.web import add_user
@@ -50,35 +49,7 @@ def _entries(sessions: Any) -> list[tuple[int, str, str, str, str]]:
         return [(e.bank_id, e.signal, e.case_id, e.status, e.added_by) for e in rows]
 
 
-@pytest.mark.parametrize(
-    "caller, submit, read",
-    [
-        ("anonymous", 401, 401),
-        ("moderator", 403, 403),
-        ("admin", 201, 200),  # naming the bank with ?bank=
-        ("hashes:submit", 201, 200),
-        ("banks:read", 403, 403),
-        ("banks:write", 403, 403),
-        ("revoked", 401, 401),
-    ],
-)
-def test_authorization_matrix(db_url, sessions, caller, submit, read):
-    make_bank(sessions, "helpline")
-    headers = {
-        "anonymous": lambda: {},
-        "moderator": lambda: basic("mo", add_user(sessions, "mo")),
-        "admin": lambda: basic("ada", add_user(sessions, "ada", role="admin")),
-        "hashes:submit": lambda: bearer(make_token(sessions, "t", ["hashes:submit"], bank="helpline")),
-        "banks:read": lambda: bearer(make_token(sessions, "t", ["banks:read"])),
-        "banks:write": lambda: bearer(make_token(sessions, "t", ["banks:write"])),
-        "revoked": lambda: bearer(revoked_token(sessions, "t", ["hashes:submit"], bank="helpline")),
-    }[caller]()
-    c = web_app(db_url).test_client()
-    q = "?bank=helpline" if caller == "admin" else ""
-    body = {"case_id": "c-1", "hashes": HASHES}
-    assert c.post("/api/v1/submissions" + q, json=body, headers=headers).status_code == submit
-    assert c.get("/api/v1/submissions/c-1" + q, headers=headers).status_code == read
-    assert c.post("/api/v1/submissions/c-1/withdraw" + q, json={}, headers=headers).status_code == read
+# Who may submit, read and withdraw: test_authz_matrix.py.
 
 
 def test_an_admin_must_name_the_bank(db_url, sessions):

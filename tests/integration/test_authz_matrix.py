@@ -1,0 +1,311 @@
+"""Who may call what: every route of the app x every kind of caller.
+
+``ROUTES`` names every (endpoint, method) the Flask app serves, with an example
+request and its access class; a route added without an entry fails
+``test_every_route_has_a_matrix_entry``. Each access class says, per caller,
+whether the request must be sent to the login page, refused with 401 or 403,
+or let in (any other status below 500: the view then answers 2xx, or 4xx for
+its own reasons, such as a withdrawn entry or an invalid decision).
+
+Callers: anonymous; a moderator and an admin with a console session (cookie and
+CSRF token) and with HTTP Basic; API tokens of each scope; a revoked token and
+a malformed one. A refused caller never sees any of the seeded data.
+Shared with test_security_headers.py (CSRF and headers on every route).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from moderation.config import load_settings
+from moderation.domain import EntrySpec
+from moderation.storage import banks, tokens
+from moderation.storage.models import Item, ItemMedia, User, utcnow
+from moderation.web import sessions as web_sessions
+from tests.support.factories import make_item
+from tests.support.web import make_app
+
+PASSWORD = "correct horse battery"
+# A cheap scrypt hash: HTTP Basic checks it on every request.
+CHEAP_HASH = generate_password_hash(PASSWORD, "scrypt:1024:8:1")
+MD5 = "0123456789abcdef0123456789abcdef"
+PDQ = "f" * 64
+CASE = "case-1"
+# Seeded values no refused caller may ever see in a response.
+SECRETS = ("content-secret-1", "uploader-secret-1", MD5, "note-secret-1", "JFIF")
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    access: str
+    body: dict[str, Any] | None = None
+
+
+ITEM = "/items/1"
+API = "/api/v1"
+ENTRY = f"{API}/banks/alpha/entries/{{eid}}"
+SUB = f"{API}/submissions"
+ROUTES: dict[tuple[str, str], Route] = {
+    # Public: liveness, readiness, Prometheus metrics (counters only), static files, the API's document.
+    ("health.healthz", "GET"): Route("/healthz", "public"),
+    ("health.readyz", "GET"): Route("/readyz", "public"),
+    ("health.metrics", "GET"): Route("/metrics", "public"),
+    ("static", "GET"): Route("/static/console.css", "public"),
+    ("api.openapi", "GET"): Route(f"{API}/openapi.json", "public"),
+    ("auth.login", "GET"): Route("/login", "public"),
+    ("auth.login", "POST"): Route("/login", "public", {"username": "mo", "password": PASSWORD}),
+    ("auth.logout", "POST"): Route("/logout", "logout"),
+    # The review console: session cookie (or single sign-on) only.
+    ("console.index", "GET"): Route("/", "console"),
+    ("console.next_item", "POST"): Route("/next", "console"),
+    ("console.item", "GET"): Route(ITEM, "console"),
+    ("console.media", "GET"): Route(f"{ITEM}/media", "console"),
+    ("console.reveal", "POST"): Route(f"{ITEM}/reveal", "console"),
+    ("console.decide", "POST"): Route(f"{ITEM}/decide", "console", {"action": "bogus", "reason": "ncii"}),
+    ("console.release", "POST"): Route(f"{ITEM}/release", "console"),
+    # Admin pages.
+    ("admin.bank_list", "GET"): Route("/admin/banks", "console_admin"),
+    ("admin.create_bank", "POST"): Route(
+        "/admin/banks", "console_admin", {"name": "beta", "action": "review", "pdq_distance": "31"}
+    ),
+    ("admin.bank_page", "GET"): Route("/admin/banks/alpha", "console_admin"),
+    ("admin.bank_settings", "POST"): Route(
+        "/admin/banks/alpha/settings",
+        "console_admin",
+        {"action": "review", "pdq_distance": "30", "vpdq_share": "0.8", "enabled": "on"},
+    ),
+    ("admin.add_hashes", "POST"): Route(
+        "/admin/banks/alpha/entries", "console_admin", {"hashes": f"pdq {PDQ}"}
+    ),
+    ("admin.entry_status", "POST"): Route(
+        "/admin/banks/alpha/entries/{eid}/status", "console_admin", {"verb": "disable"}
+    ),
+    ("admin.quarantine", "GET"): Route("/admin/quarantine", "console_admin"),
+    ("admin.token_list", "GET"): Route("/admin/tokens", "console_admin"),
+    ("admin.create_token", "POST"): Route(
+        "/admin/tokens", "console_admin", {"name": "new", "scope": "banks:read"}
+    ),
+    ("admin.revoke_token", "POST"): Route("/admin/tokens/revoke", "console_admin", {"name": "old"}),
+    # The queue API: users (session or Basic), never tokens.
+    ("api.me", "GET"): Route(f"{API}/me", "queue_api"),
+    ("api.reasons", "GET"): Route(f"{API}/reasons", "queue_api"),
+    ("api.queue_stats", "GET"): Route(f"{API}/queue", "queue_api"),
+    ("api.claim", "POST"): Route(f"{API}/queue/claim", "queue_api", {}),
+    ("api.get_item", "GET"): Route(f"{API}{ITEM}", "queue_api"),
+    ("api.get_media", "GET"): Route(f"{API}{ITEM}/media", "queue_api"),
+    ("api.post_decision", "POST"): Route(
+        f"{API}{ITEM}/decision", "queue_api", {"action": "bogus", "reason": "ncii"}
+    ),
+    ("api.release", "POST"): Route(f"{API}{ITEM}/release", "queue_api", {}),
+    # The bank API: reads for console users and banks:read, writes for admins and banks:write.
+    ("banks_api.list_banks", "GET"): Route(f"{API}/banks", "bank_read"),
+    ("banks_api.create_bank", "POST"): Route(
+        f"{API}/banks", "bank_write", {"name": "gamma", "action": "review"}
+    ),
+    ("banks_api.get_bank", "GET"): Route(f"{API}/banks/alpha", "bank_read"),
+    ("banks_api.update_bank", "PATCH"): Route(f"{API}/banks/alpha", "bank_write", {"description": "d"}),
+    ("banks_api.quarantined", "GET"): Route(f"{API}/banks/quarantined", "bank_read"),
+    ("banks_api.list_entries", "GET"): Route(f"{API}/banks/alpha/entries", "bank_read"),
+    ("banks_api.add_entries", "POST"): Route(
+        f"{API}/banks/alpha/entries", "bank_write", {"entries": [{"signal": "pdq", "value": PDQ}]}
+    ),
+    ("banks_api.get_entry", "GET"): Route(ENTRY, "bank_read"),
+    ("banks_api.disable_entry", "POST"): Route(ENTRY + "/disable", "bank_write", {}),
+    ("banks_api.enable_entry", "POST"): Route(ENTRY + "/enable", "bank_write", {}),
+    ("banks_api.withdraw_entry", "POST"): Route(ENTRY + "/withdraw", "bank_write", {"reason": "r"}),
+    # Submissions: hashes:submit tokens (their own bank) and admins (naming the bank).
+    ("submissions_api.submit", "POST"): Route(
+        f"{SUB}?bank=alpha", "submit", {"case_id": CASE, "hashes": [{"signal": "pdq", "value": PDQ}]}
+    ),
+    ("submissions_api.submission_status", "GET"): Route(f"{SUB}/{CASE}?bank=alpha", "submit"),
+    ("submissions_api.withdraw", "POST"): Route(f"{SUB}/{CASE}/withdraw?bank=alpha", "submit", {}),
+}
+
+CALLERS = (
+    "anonymous",
+    "revoked",
+    "malformed",
+    "banks:read",
+    "banks:write",
+    "hashes:submit",
+    "moderator:basic",
+    "admin:basic",
+    "moderator",
+    "admin",
+)
+SESSION_CALLERS = {"moderator": "mo", "admin": "ada"}
+BASIC_CALLERS = {"moderator:basic": "mo", "admin:basic": "ada"}
+TOKEN_CALLERS = ("banks:read", "banks:write", "hashes:submit", "revoked", "malformed")
+LOGIN, OK = "login", "ok"  # redirect to the login page; let in
+
+
+def _all(outcome: str | int) -> dict[str, str | int]:
+    return dict.fromkeys(CALLERS, outcome)
+
+
+def _api(*allowed: str) -> dict[str, str | int]:
+    """Token-accepting API routes: unauthenticated callers 401, ``allowed`` in, others 403."""
+    return {**_all(403), "anonymous": 401, "revoked": 401, "malformed": 401, **dict.fromkeys(allowed, OK)}
+
+
+EXPECTED: dict[str, dict[str, str | int]] = {
+    "public": _all(OK),
+    "logout": {**_all(OK), "moderator": LOGIN, "admin": LOGIN},  # others: 400, no CSRF token
+    "console": {**_all(LOGIN), "moderator": OK, "admin": OK},
+    "console_admin": {**_all(LOGIN), "moderator": 403, "admin": OK},
+    "queue_api": {**_all(401), "moderator": OK, "admin": OK, "moderator:basic": OK, "admin:basic": OK},
+    "bank_read": _api("moderator", "admin", "moderator:basic", "admin:basic", "banks:read"),
+    "bank_write": _api("admin", "admin:basic", "banks:write"),
+    "submit": _api("admin", "admin:basic", "hashes:submit"),
+}
+
+
+# -- the world every request runs in ------------------------------------------------------
+@dataclass
+class World:
+    app: Any
+    sessions: Any
+    entry_id: int
+    secrets: dict[str, str]  # caller -> bearer secret
+
+
+def build_world(db_url: str, sessions: Any, **settings: Any) -> World:
+    """Users (cheap hashes), bank alpha with an entry of case CASE, item 1 with
+    media claimed by the moderator, and a token of each scope plus a revoked one."""
+    with sessions() as s:
+        for name, role in (("mo", "moderator"), ("ada", "admin")):
+            s.add(User(username=name, password_hash=CHEAP_HASH, role=role))
+        bank = banks.create_bank(s, "alpha", "review", actor="test")
+        result = banks.add_entries(
+            s, bank, [EntrySpec("md5", MD5, case_id=CASE, note="note-secret-1")], added_by="test"
+        )
+        item = make_item(1, content_id="content-secret-1", uploader_id="uploader-secret-1")
+        s.add(item)
+        s.flush()
+        s.add(ItemMedia(item_id=item.id, content_type="image/jpeg", data=b"\xff\xd8\xff\xe0JFIF-bytes"))
+        secrets = {
+            "banks:read": tokens.create_token(s, "reader", ["banks:read"], created_by="test"),
+            "banks:write": tokens.create_token(s, "writer", ["banks:write"], created_by="test"),
+            "hashes:submit": tokens.create_token(
+                s, "flagger", ["hashes:submit"], bank="alpha", created_by="test"
+            ),
+            "revoked": tokens.create_token(s, "old", list(tokens.SCOPES), bank="alpha", created_by="test"),
+            "malformed": "not-a-token",
+        }
+        s.commit()
+        tokens.revoke_token(s, "old", actor="test")
+        s.commit()
+        entry_id = result.ids[0]
+    values: dict[str, Any] = dict(database_url=db_url, secret_key="test-secret", dev_mode=True)
+    values.update(settings)
+    world = World(make_app(load_settings({}, **values)), sessions, entry_id, secrets)
+    reset_claim(world)
+    return world
+
+
+def reset_claim(world: World, username: str = "mo") -> None:
+    """Item 1 claimed by ``username`` again (a previous request may have released it)."""
+    with world.sessions() as s:
+        holder = s.query(User).filter_by(username=username).one()
+        item = s.get(Item, 1)
+        assert item is not None
+        item.state, item.claimed_by = "claimed", holder.id
+        item.lease_expires_at = utcnow() + timedelta(minutes=5)
+        s.commit()
+
+
+def session_client(world: World, username: str) -> tuple[Any, str]:
+    """A test client with a live console session of ``username`` and its CSRF token."""
+    client = world.app.test_client()
+    with world.sessions() as s, client.session_transaction() as cookie:
+        web_sessions.begin(cookie, s.query(User).filter_by(username=username).one())
+        cookie["csrf_token"] = csrf = f"csrf-{username}"
+    return client, csrf
+
+
+def request_as(world: World, caller: str, method: str, route: Route, csrf: bool = True) -> Any:
+    """Send ``route``'s example request as ``caller``; ``csrf=False`` leaves the token out."""
+    path = route.path.format(eid=world.entry_id)
+    api = path.startswith(API)
+    headers: dict[str, str] = {}
+    client = world.app.test_client()
+    body: dict[str, Any] | None = dict(route.body) if route.body is not None else None
+    if caller in SESSION_CALLERS:
+        client, token = session_client(world, SESSION_CALLERS[caller])
+        if csrf:
+            headers["X-CSRF-Token"] = token
+            if not api and method != "GET":
+                body = {**(body or {}), "csrf_token": token}
+    elif caller in BASIC_CALLERS:
+        raw = f"{BASIC_CALLERS[caller]}:{PASSWORD}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+    elif caller in TOKEN_CALLERS:
+        headers["Authorization"] = f"Bearer {world.secrets[caller]}"
+    if method == "GET":
+        return client.open(path, method=method, headers=headers)
+    if api:
+        return client.open(path, method=method, headers=headers, json=body if body is not None else {})
+    return client.open(path, method=method, headers=headers, data=body or {})
+
+
+def outcome(resp: Any) -> str | int:
+    if resp.status_code in (301, 302, 303) and "/login" in (resp.location or ""):
+        return LOGIN
+    if resp.status_code in (401, 403):
+        return int(resp.status_code)
+    assert resp.status_code < 500, resp.get_data(as_text=True)[:500]
+    return OK
+
+
+def assert_no_data(resp: Any, where: str) -> None:
+    body = resp.get_data(as_text=True)
+    leaked = [s for s in SECRETS if s in body]
+    assert not leaked, f"{where}: a refused caller saw {leaked}"
+
+
+# -- tests -----------------------------------------------------------------------------------
+def app_routes(app: Any) -> set[tuple[str, str]]:
+    return {
+        (rule.endpoint, method)
+        for rule in app.url_map.iter_rules()
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+    }
+
+
+def test_every_route_has_a_matrix_entry(tmp_path):
+    app = make_app(load_settings({}, database_url=f"sqlite:///{tmp_path}/t.db", secret_key="x"))
+    served = app_routes(app)
+    missing = sorted(served - set(ROUTES))
+    stale = sorted(set(ROUTES) - served)
+    assert not missing, f"routes without an authorization matrix entry (add them to ROUTES): {missing}"
+    assert not stale, f"matrix entries for routes the app no longer serves: {stale}"
+    assert set(EXPECTED) == {r.access for r in ROUTES.values()}
+    for access, table in EXPECTED.items():
+        assert set(table) == set(CALLERS), access
+
+
+@pytest.mark.parametrize("key", sorted(ROUTES), ids=lambda k: f"{k[1]} {k[0]}")
+def test_authorization_matrix(db_url, sessions, key):
+    endpoint, method = key
+    route = ROUTES[key]
+    world = build_world(db_url, sessions)
+    got, want = {}, EXPECTED[route.access]
+    for caller in CALLERS:
+        reset_claim(world)
+        resp = request_as(world, caller, method, route)
+        got[caller] = outcome(resp)
+        if got[caller] != OK:
+            assert_no_data(resp, f"{method} {route.path} as {caller}")
+        if got[caller] in (401, 403) and route.path.startswith(API):
+            assert "error" in resp.get_json(), (caller, route.path)
+        if got[caller] == 401:
+            challenges = " ".join(resp.headers.getlist("WWW-Authenticate"))
+            assert "Basic" in challenges and ("Bearer" in challenges) == (route.access != "queue_api")
+    assert got == want, f"{method} {route.path} ({endpoint})"
