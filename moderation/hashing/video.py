@@ -81,11 +81,18 @@ class _Probe:
     frames: int  # declared frame count, 0 when unknown
 
 
+# ISO base media files that are still images (HEIF, AVIF), not videos.
+IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+)
+
+
 def is_video(data: bytes) -> str | None:
-    """``"mp4"`` (ISO base media, also MOV: an ``ftyp`` box first), ``"webm"``
-    (EBML header, also Matroska), or None. Magic bytes only; nothing is decoded."""
+    """``"mp4"`` (ISO base media, also MOV: an ``ftyp`` box first, unless its major
+    brand is a HEIF/AVIF image's), ``"webm"`` (EBML header, also Matroska), or
+    None. Magic bytes only; nothing is decoded."""
     if data[4:8] == b"ftyp":
-        return "mp4"
+        return None if data[8:12] in IMAGE_BRANDS else "mp4"
     if data[:4] == b"\x1a\x45\xdf\xa3":
         return "webm"
     return None
@@ -116,7 +123,7 @@ def hash_video(
     (frames over ``max_pixels``); both are InvalidInput."""
     if seconds_per_hash <= 0:
         raise ValueError("seconds_per_hash must be positive")
-    with _video_file(data) as path:
+    with _opencv_errors(), _video_file(data) as path:
         capture, probe = _open(path, max_pixels)
         try:
             frames = None
@@ -144,7 +151,7 @@ def sample_frames(
     them, keeping at most ``2 * count`` in memory. Raises like ``hash_video``."""
     if count < 1:
         return []
-    with _video_file(data) as path:
+    with _opencv_errors(), _video_file(data) as path:
         capture, probe = _open(path, max_pixels)
         try:
             frames = (
@@ -239,6 +246,18 @@ def video_matches(
 
 
 # -- internals ------------------------------------------------------------------------
+
+
+@contextmanager
+def _opencv_errors() -> Iterator[None]:
+    """An OpenCV assertion on a hostile file (cv2.error) is the file's fault:
+    MediaDecodeError, not an unexpected error."""
+    try:
+        yield
+    except cv2.error as exc:
+        lines = str(exc).strip().splitlines()
+        detail = lines[-1][:200] if lines else "OpenCV error"
+        raise MediaDecodeError(f"video could not be decoded ({detail})") from None
 
 
 @contextmanager

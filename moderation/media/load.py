@@ -3,7 +3,8 @@
 Images are decoded by ``media/decode.py`` (pixel limit read from the header
 first, large JPEGs at reduced scale). MP4 and WebM are recognised by their magic
 bytes, whatever the event declared, and a few frames are sampled for the
-classifier and the console; animated GIF and WebP likewise.
+classifier and the console; animated GIF, WebP and PNG (APNG) likewise. The
+event's declared ``media_type`` is never consulted: the bytes decide.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from moderation.errors import MediaDecodeError
 from moderation.hashing import video
-from moderation.media.decode import CONTENT_TYPES, animation_frames, decode_image, probe
+from moderation.media.decode import ANIMATED, CONTENT_TYPES, animation_frames, decode_image, probe
 
 VIDEO_CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
 CLASSIFY_FRAMES = 4
@@ -45,10 +46,10 @@ def load_media(data: bytes, limits: MediaLimits) -> Media:
             raise MediaDecodeError(f"{container} video has no decodable frames")
         return Media("video", VIDEO_CONTENT_TYPES[container], tuple(frames))
     fmt, image = decode_image(data, limits.max_image_pixels, limits.decode_min_side)
-    if fmt in {"GIF", "WEBP"}:
+    if fmt in ANIMATED:
         _fmt, width, height = probe(data)
-        frames = animation_frames(data, fmt, width, height, CLASSIFY_FRAMES, limits.max_image_pixels)
+        # The first picture is the one hashed: OpenCV's decode of frame 0.
+        frames = animation_frames(data, fmt, width, height, CLASSIFY_FRAMES, limits.max_image_pixels, image)
         if len(frames) > 1:
-            # The first picture is the one hashed: keep OpenCV's decode of frame 0.
-            return Media("animation", CONTENT_TYPES[fmt], (image, *frames[1:]))
+            return Media("animation", CONTENT_TYPES[fmt], tuple(frames))
     return Media("image", CONTENT_TYPES[fmt], (image,))
