@@ -138,7 +138,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> in
     try:
         worker.run()
     finally:
-        worker.consumer.close()  # leaves the group so partitions move at once
+        worker.close()  # settles a rebalance in progress, then leaves: partitions move at once
         server.shutdown()
     return 0
 

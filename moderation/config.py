@@ -59,6 +59,7 @@ class Settings:
     consumer_group: str = "moderation-worker"
     kafka_session_timeout_ms: int = 10_000
     kafka_max_poll_records: int = 50
+    kafka_max_poll_interval_ms: int = 300_000  # longest gap between polls before the group drops a worker
     data_dir: str = DEFAULT_DATA_DIR
 
     # Media

@@ -246,7 +246,7 @@ class RunningWorker:
     def stop(self) -> None:
         self.worker.stop()
         self.thread.join(timeout=20)
-        self.worker.consumer.close()
+        self.worker.close()  # settles a rebalance in progress, then leaves the group
 
     def counter(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)

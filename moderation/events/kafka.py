@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -15,6 +16,13 @@ from moderation.errors import ConfigError, FatalError, TransientError
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 30.0
+FETCH_MAX_BYTES = 8 * 1024 * 1024  # per fetch request (Kafka's default: 50 MiB)
+MAX_PARTITION_FETCH_BYTES = 1024 * 1024  # per partition (Kafka's default)
+HEARTBEAT_MAX_MS = 1000
+
+
+class BrokerUnavailable(TransientError):
+    """The broker did not acknowledge a record in time (retried later)."""
 
 
 def bootstrap(settings: Settings) -> list[str]:
@@ -26,21 +34,31 @@ def bootstrap(settings: Settings) -> list[str]:
     return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
 
 
-def make_consumer(settings: Settings, topic: str | None = None) -> KafkaConsumer:
-    """A group member with auto-commit off: offsets are committed only after work is durable."""
+def make_consumer(settings: Settings, topic: str | None = None, **overrides: Any) -> KafkaConsumer:
+    """A group member with auto-commit off: offsets are committed only after work is durable.
+
+    What a worker holds in memory besides the records in hand is bounded: the
+    fetcher keeps at most one fetched response per partition, each at most
+    MAX_PARTITION_FETCH_BYTES, and asks for at most FETCH_MAX_BYTES at a time
+    (a larger single record still comes through). Heartbeats go at least every
+    second, so a rebalance is noticed within one (see Worker.close).
+    ``overrides``: kafka-python settings that replace these (tests)."""
     session_ms = settings.kafka_session_timeout_ms
-    return KafkaConsumer(
-        topic or settings.uploads_topic,
+    config: dict[str, Any] = dict(
         bootstrap_servers=bootstrap(settings),
         group_id=settings.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.kafka_max_poll_records,
         session_timeout_ms=session_ms,
-        heartbeat_interval_ms=max(session_ms // 3, 100),
-        max_poll_interval_ms=max(300_000, session_ms),
+        heartbeat_interval_ms=max(min(session_ms // 3, HEARTBEAT_MAX_MS), 100),
+        max_poll_interval_ms=max(settings.kafka_max_poll_interval_ms, session_ms),
+        fetch_max_bytes=FETCH_MAX_BYTES,
+        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         client_id="moderation-worker",
     )
+    config.update(overrides)
+    return KafkaConsumer(topic or settings.uploads_topic, **config)
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
@@ -79,7 +97,8 @@ class TopicSender:
                 future.get(timeout=SEND_TIMEOUT_S)
         except KafkaError as exc:
             if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError):
-                raise TransientError(f"broker did not acknowledge a record on {self.topic}: {exc}") from exc
+                message = f"broker did not acknowledge a record on {self.topic}: {exc}"
+                raise BrokerUnavailable(message) from exc
             # Authorization, unknown topic, record too large...: retrying cannot help.
             raise FatalError(f"broker refused a record on {self.topic}: {exc!r}") from exc
 

@@ -14,8 +14,17 @@ one run per model, then each record's outcome is stored and published in order,
 and the offset is committed after the batch, so a slow partition keeps its
 progress. A redelivered record finds its row (by ``event_id``, or by source
 position for dead letters) and only re-produces what was not yet acknowledged.
-Transient failures (database, broker) are retried with backoff and the offset is
-not committed meanwhile; a worker asked to stop finishes the batch in hand.
+
+Transient failures (database, broker) pause every assigned partition: the
+records in hand that have no outcome yet are handed back (the consumer is
+rewound to them), nothing more is committed, and the worker keeps polling, so
+it stays in its group however long the outage lasts; after a backoff (0.2 s
+doubling to 30 s) it resumes and tries again. Whenever records in hand are
+abandoned (an outage, a refused commit, a stop, a rebalance waiting for this
+member, half of max.poll.interval gone by) the consumer is rewound to them, so
+none is skipped even when the partition stays with this worker. A worker asked
+to stop finishes the batch in hand, commits it, settles a rebalance in progress
+and leaves the group (``close``), so its partitions move at once.
 """
 
 from __future__ import annotations
@@ -25,17 +34,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.classify import Scores
 from moderation.errors import FatalError, InvalidInput, ModerationError, ProcessingFailed, TransientError
+from moderation.events.kafka import BrokerUnavailable
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
 from moderation.pipeline import Analysis, Pipeline, Prepared
@@ -47,6 +56,7 @@ log = logging.getLogger(__name__)
 
 Send = Callable[..., None]
 OUTBOX_SWEEP_SECONDS = 5.0
+INITIAL_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 30.0
 # route -> (action, source) of the decision the pipeline records by itself
 AUTOMATIC_DECISIONS = {"auto_remove": ("remove", "hash_match"), "allow": ("allow", "classifier")}
@@ -104,7 +114,12 @@ class Worker:
         self.last_loop_at = 0.0
         self._last_refresh = 0.0
         self._last_sweep = 0.0
-        self._partition_lost = False
+        self._outage: str | None = None  # the dependency that is down, while paused
+        self._resume_at = 0.0
+        self._failures = 0  # consecutive: the backoff doubles with each
+        self._assignment: frozenset[TopicPartition] = frozenset()
+        self._polled_at = time.monotonic()
+        self._batches_since_poll = 0
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
@@ -112,71 +127,213 @@ class Worker:
         try:
             while not self.stop_event.is_set():
                 self.last_loop_at = time.monotonic()
-                self._retrying("database", self.refresh_banks)
-                self._retrying("broker", self.sweep_outbox)
-                batch = self.consumer.poll(timeout_ms=500)
-                for tp, records in batch.items():
-                    if not self._handle_partition(tp, records):
-                        break  # stopping, or the assignment changed: poll again
+                if self._outage is not None:
+                    self._wait_out_outage()
+                    continue
+                if not (self._guard(self.refresh_banks) and self._guard(self.sweep_outbox)):
+                    continue
+                batch = self._poll(500)
+                self._polled_at = time.monotonic()
+                self._batches_since_poll = 0
+                if batch is None:
+                    continue  # the broker is unreachable: paused, retried after a backoff
+                self._note_assignment()
+                self._handle_polled(batch)
         finally:
             log.info("worker stopping")
 
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _handle_partition(self, tp: TopicPartition, records: list[Any]) -> bool:
-        """Handle records in batches, committing after each; False to stop reading
-        this batch."""
+    def close(self, settle_s: float = 10.0) -> None:
+        """Leave the group (after ``run`` returned). A rebalance in progress is
+        settled first, with every partition paused, so that this member does not
+        leave in the middle of it: a leader leaving mid-rebalance is a
+        recoverable hiccup for Apache Kafka but leaves the embedded tansu
+        broker's group stuck for good. Costs at most one heartbeat interval when
+        no rebalance is in progress (that long to hear of one)."""
+        started = time.monotonic()
+        try:
+            config = getattr(self.consumer, "config", {})
+            grace = min(float(config.get("heartbeat_interval_ms", 1000)) / 1000, settle_s)
+            while time.monotonic() - started < settle_s:
+                self._pause_assigned()
+                if time.monotonic() - started >= grace and not self._rebalance_pending():
+                    break
+                self.consumer.poll(timeout_ms=100)  # paused: returns nothing, takes part in a rebalance
+        except Exception as exc:  # noqa: BLE001 - leaving must not fail: the session timeout covers it
+            log.warning("could not settle the group before leaving: %s", exc)
+        finally:
+            self.consumer.close()
+            log.info("left the group", extra={"settle_s": round(time.monotonic() - started, 2)})
+
+    def _handle_polled(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Handle what one poll returned, partition by partition. When a partition
+        cannot be finished (stopping, a dependency down, a rebalance), its
+        unhandled records and those of the partitions after it are handed back:
+        the consumer is rewound to them, so nothing in hand is skipped (a
+        partition kept through a rebalance keeps its fetch position)."""
+        pending = list(batch.items())
+        for index, (tp, records) in enumerate(pending):
+            handled, carry_on = self._handle_partition(tp, records)
+            if handled < len(records):
+                self._rewind(tp, records[handled].offset)
+            if not carry_on:
+                for later_tp, later in pending[index + 1 :]:
+                    self._rewind(later_tp, later[0].offset)
+                return
+
+    def _handle_partition(self, tp: TopicPartition, records: list[Any]) -> tuple[int, bool]:
+        """Handle records in batches, committing after each. Returns how many
+        were handled, and whether to carry on with the next partition."""
         position = 0
         while position < len(records):
-            if self.stop_event.is_set():
-                return False
+            if self.stop_event.is_set() or (self._batches_since_poll and self._poll_due()):
+                return position, False
             self.last_loop_at = time.monotonic()
-            done: list[str] = []
-            batch = partial(self._handle_into, records[position:], done)
-            if not self._retrying("pipeline", batch):
-                return False  # stopping: the records stay uncommitted and are redelivered
-            position += len(done)
-            self._partition_lost = False
-            committed = self._retrying("broker", partial(self._commit, tp, records[position - 1].offset + 1))
-            if not committed or self._partition_lost:
-                return False
-        return True
-
-    def _handle_into(self, records: list[Any], done: list[str]) -> None:
-        done[:] = self.handle_batch(records)
-
-    def _commit(self, tp: TopicPartition, offset: int) -> None:
-        if tp not in self.consumer.assignment():
-            self._partition_lost = True
-            return
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
-        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-            # The partition moved to another worker. Its new owner redelivers from
-            # the last committed offset; outcomes are idempotent, so nothing is lost
-            # or doubled. Stop reading this batch and poll again.
-            self._partition_lost = True
-            log.warning("offset commit skipped after a rebalance: %s", exc, extra={"partition": tp.partition})
-
-    def _retrying(self, dependency: str, fn: Callable[[], Any]) -> bool:
-        """Run ``fn`` until it succeeds or the worker stops; True if it succeeded.
-        Fatal errors propagate and stop the worker."""
-        backoff = 0.2
-        while True:
             try:
-                fn()
-                return True
+                done = self.handle_batch(records[position:])
             except FatalError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - transient by elimination
-                if dependency == "pipeline" and not is_transient(exc):
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                self.metrics.retries.labels(dependency).inc()
-                log.warning("%s failure, retrying in %.1fs: %s", dependency, backoff, exc)
-            if self.stop_event.wait(backoff):
-                return False
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+                self._enter_outage(exc)
+                return position, False
+            position += len(done)
+            self._batches_since_poll += 1
+            if not self._commit(tp, records[position - 1].offset + 1):
+                return position, False
+            self._failures = 0
+        return position, True
+
+    def _commit(self, tp: TopicPartition, offset: int) -> bool:
+        """Commit ``offset``; False when the partition moved to another worker or
+        the broker failed (then the worker pauses and retries)."""
+        if tp not in self.consumer.assignment():
+            log.warning("partition moved before its offset was committed", extra={"partition": tp.partition})
+            return False
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+            return True
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            # The group is rebalancing or the partition moved. Its next owner (maybe
+            # this worker again) redelivers from the last committed offset; outcomes
+            # are idempotent, so nothing is lost or doubled. Poll again.
+            log.warning("offset commit skipped after a rebalance: %s", exc, extra={"partition": tp.partition})
+            return False
+        except FatalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the broker, by elimination
+            self._enter_outage(exc, "broker")
+            return False
+
+    def _rewind(self, tp: TopicPartition, offset: int) -> None:
+        """Hand records back: the next poll returns them again (if still ours)."""
+        if tp not in self.consumer.assignment():
+            return  # revoked: its next owner starts from the committed offset
+        try:
+            self.consumer.seek(tp, offset)
+        except (ValueError, IllegalStateError) as exc:  # revoked meanwhile
+            log.warning("could not rewind partition %s: %s", tp.partition, exc)
+
+    # -- outages ---------------------------------------------------------------
+    def _guard(self, fn: Callable[[], Any]) -> bool:
+        """Run periodic work; on failure pause and retry later. Fatal errors propagate."""
+        try:
+            fn()
+            return True
+        except FatalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transient by elimination
+            self._enter_outage(exc)
+            return False
+
+    def _enter_outage(self, exc: BaseException, dependency: str | None = None) -> None:
+        """Pause every partition and retry after a backoff (0.2 s doubling to
+        MAX_BACKOFF_S). Meanwhile the worker keeps polling, so it stays in its
+        group, however long the outage; nothing in hand was committed."""
+        if dependency is None:
+            dependency = "broker" if isinstance(exc, KafkaError | BrokerUnavailable) else "database"
+        backoff = min(INITIAL_BACKOFF_S * 2**self._failures, MAX_BACKOFF_S)
+        self._failures += 1
+        self._outage = dependency
+        self._resume_at = time.monotonic() + backoff
+        self.metrics.retries.labels(dependency).inc()
+        self._pause_assigned()
+        log.warning(
+            "partitions paused: %s unavailable, retrying in %.1fs: %s",
+            dependency,
+            backoff,
+            exc,
+            extra={"dependency": dependency, "attempt": self._failures},
+        )
+
+    def _wait_out_outage(self) -> None:
+        """Poll (everything paused) until the backoff is over, then resume."""
+        while not self.stop_event.is_set():
+            self.last_loop_at = time.monotonic()
+            remaining = self._resume_at - time.monotonic()
+            if remaining <= 0:
+                break
+            polled = self._poll(max(1, int(min(remaining, 0.5) * 1000)))
+            if polled is None:  # the broker is unreachable too: wait, the backoff runs on
+                self.stop_event.wait(min(remaining, 0.5))
+                continue
+            for tp, records in polled.items():  # assigned by a rebalance meanwhile, not yet paused
+                self._rewind(tp, records[0].offset)
+            self._note_assignment()
+            self._pause_assigned()
+        self._outage = None
+        paused = self.consumer.paused()
+        if paused:
+            self.consumer.resume(*paused)
+        log.info("partitions resumed", extra={"attempt": self._failures})
+
+    def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[Any]] | None:
+        """``consumer.poll``; None when the broker cannot be reached (then the
+        worker is paused, if it was not already). Other broker errors propagate."""
+        try:
+            return self.consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            if not getattr(exc, "retriable", False):
+                raise
+            if self._outage is None:
+                self._enter_outage(exc, "broker")
+            return None
+
+    def _pause_assigned(self) -> None:
+        unpaused = self.consumer.assignment() - self.consumer.paused()
+        if unpaused:
+            self.consumer.pause(*unpaused)
+
+    def _note_assignment(self) -> None:
+        assignment = frozenset(self.consumer.assignment())
+        if assignment != self._assignment:
+            self._assignment = assignment
+            log.info(
+                "partitions assigned",
+                extra={"partitions": sorted(tp.partition for tp in assignment)},
+            )
+
+    def _poll_due(self) -> bool:
+        """Whether to hand back the rest of what the last poll returned and poll
+        again: a rebalance waits for this member, or half of max.poll.interval
+        has gone by (slow media, a slow model), so the member is never dropped
+        from its group for being busy."""
+        config = getattr(self.consumer, "config", {})
+        budget_s = float(config.get("max_poll_interval_ms", 300_000)) / 2000
+        return time.monotonic() - self._polled_at > budget_s or self._rebalance_pending()
+
+    def _rebalance_pending(self) -> bool:
+        """Whether the group coordinator asked this member to rejoin (kafka-python
+        internals, read defensively: False if they are not there)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        need_rejoin = getattr(coordinator, "need_rejoin", None)
+        try:
+            return bool(need_rejoin()) if callable(need_rejoin) else False
+        except Exception:  # noqa: BLE001 - an optimisation only
+            return False
 
     # -- records ---------------------------------------------------------------
     def handle(self, record: Any) -> str:
@@ -197,7 +354,7 @@ class Worker:
         staged: list[Staged] = []
         for record in records[: self.batch_size]:
             staged.append(self._stage(record))
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.stop_event.is_set():
                 break
         ready = [s for s in staged if s.prepared is not None]
         for s, verdict in zip(ready, self._classify(ready), strict=True):
@@ -309,8 +466,13 @@ class Worker:
             log.warning("bank entry quarantined by flood control", extra={"entry_id": entry_id})
         if quarantined:
             # This worker stops acting on the entry with its very next upload;
-            # the others follow within BANK_REFRESH_SECONDS.
-            self._retrying("database", lambda: self.refresh_banks(force=True))
+            # the others follow within BANK_REFRESH_SECONDS. If the refresh fails,
+            # the rest of the batch is handed back and handled after it.
+            try:
+                self.refresh_banks(force=True)
+            except Exception as exc:
+                self._last_refresh = float("-inf")
+                raise TransientError(f"bank refresh after a quarantine failed: {exc}") from exc
         return item_id, analysis.verdict.route.value if created else "duplicate", quarantined
 
     def _account(self, outcome: str, analysis: Analysis) -> None:

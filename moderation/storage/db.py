@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -21,6 +21,17 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+# A partitioned database must fail a query, not hang it: the worker then pauses
+# its partitions and retries. Parameters in DATABASE_URL take precedence.
+PG_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 def _make_sqlite_folder(url: str) -> None:
@@ -36,7 +47,9 @@ def make_engine(url: str) -> Engine:
         _make_sqlite_folder(url)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_size=10, max_overflow=20)
+        given = make_url(url).query
+        connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in given}
+        kwargs.update(pool_size=10, max_overflow=20, connect_args=connect_args)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
