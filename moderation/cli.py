@@ -93,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--role", choices=["moderator", "admin"], default="moderator")
     uc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     uc.set_defaults(func=cmd_user_create)
+    up_ = user.add_parser(
+        "set-password",
+        help="give a user a new password (prints a generated one unless --password-stdin); "
+        "ends their open sessions and lifts a lockout",
+    )
+    up_.add_argument("username")
+    up_.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    up_.set_defaults(func=cmd_user_change, change="set-password")
+    for verb, helptext in (
+        ("deactivate", "stop a user from logging in; ends their open sessions"),
+        ("activate", "let a deactivated user log in again"),
+        ("unlock", "lift a lockout after too many failed logins"),
+    ):
+        uv = user.add_parser(verb, help=helptext)
+        uv.add_argument("username")
+        uv.set_defaults(func=cmd_user_change, change=verb)
 
     pub = sub.add_parser(
         "publish", help="publish upload events for local image files (needs DEV_MODE workers)"
@@ -169,12 +185,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
-    from moderation.storage.db import make_engine, make_sessionmaker
+    from moderation.storage.db import open_sessions
     from moderation.storage.users import UserError, create_user, generate_password
 
     settings = load_settings()
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else generate_password()
-    with make_sessionmaker(make_engine(settings.database_url))() as session:
+    with open_sessions(settings.database_url) as sessions, sessions() as session:
         try:
             create_user(session, args.username, password, args.role)
         except UserError as exc:
@@ -183,6 +199,33 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         session.commit()
     print(f"created {args.role} {args.username!r}")
     if not args.password_stdin:
+        print(f"password (shown once): {password}")
+    return 0
+
+
+def cmd_user_change(args: argparse.Namespace) -> int:
+    from moderation.storage import users
+    from moderation.storage.db import open_sessions
+
+    settings = load_settings()
+    password = ""
+    if args.change == "set-password":
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else users.generate_password()
+    with open_sessions(settings.database_url) as sessions, sessions() as session:
+        try:
+            user = users.get_user(session, args.username)
+            if args.change == "set-password":
+                users.set_password(session, user, password)
+            elif args.change == "unlock":
+                users.unlock(session, user)
+            else:
+                users.set_active(session, user, args.change == "activate")
+        except users.UserError as exc:
+            print(f"moderation: {exc}", file=sys.stderr)
+            return 1
+        session.commit()
+    print(f"{args.change}: {args.username!r}")
+    if args.change == "set-password" and not args.password_stdin:
         print(f"password (shown once): {password}")
     return 0
 

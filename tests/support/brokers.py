@@ -10,24 +10,23 @@ continued (SIGCONT): it then answers nothing, like a hung broker.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-from moderation.embedded import _die_with_parent, free_port, tansu_binary
+from moderation.embedded import EmbeddedBroker, free_port
 from tests.support.tcp_proxy import TcpProxy
 
 
 class ProxiedBroker:
     def __init__(self, log_path: Path | None = None) -> None:
-        self.port = free_port()
-        self.proxy = TcpProxy("127.0.0.1", self.port)
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        self.proxy = TcpProxy("127.0.0.1", port)
+        self.broker = EmbeddedBroker(port, log_path, advertised_port=self.proxy.port)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.broker.process
 
     @property
     def bootstrap(self) -> str:
@@ -36,33 +35,8 @@ class ProxiedBroker:
 
     def start(self, timeout_s: float = 20.0) -> ProxiedBroker:
         self.proxy.start()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{self.port}",
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{self.proxy.port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"tansu exited with {self.process.returncode}"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"tansu did not listen on {self.port} within {timeout_s}s")
+        self.broker.start(timeout_s)
+        return self
 
     def freeze(self) -> None:
         """SIGSTOP: the broker hangs (connections stay open, nothing answers)."""
@@ -75,13 +49,8 @@ class ProxiedBroker:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        self.broker.stop()
         self.proxy.close()
 
     def __enter__(self) -> ProxiedBroker:

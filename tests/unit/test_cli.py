@@ -45,3 +45,33 @@ def test_bad_configuration_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("REVIEW_THRESHOLD", "high")
     assert main(["db", "upgrade"]) == 2
     assert "REVIEW_THRESHOLD='high'" in capsys.readouterr().err
+
+
+def test_user_password_lockout_and_deactivation_from_the_shell(tmp_path, monkeypatch, capsys):
+    import io
+
+    from moderation.cli import main
+    from moderation.storage.db import open_sessions
+    from moderation.storage.users import authenticate, get_user
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/users.db")
+    monkeypatch.setattr("sys.stdin", io.StringIO("first-password-123\n"))
+    assert main(["user", "create", "mia", "--password-stdin"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("second-password-456\n"))
+    assert main(["user", "set-password", "mia", "--password-stdin"]) == 0
+    with open_sessions(f"sqlite:///{tmp_path}/users.db") as sessions, sessions() as s:
+        assert authenticate(s, "mia", "second-password-456") is not None
+        assert authenticate(s, "mia", "first-password-123") is None
+        user = get_user(s, "mia")
+        user.failed_logins, version = 9, user.session_version
+        s.commit()
+    assert main(["user", "unlock", "mia"]) == 0
+    assert main(["user", "deactivate", "mia"]) == 0
+    with open_sessions(f"sqlite:///{tmp_path}/users.db") as sessions, sessions() as s:
+        user = get_user(s, "mia")
+        assert (user.failed_logins, user.active) == (0, False)
+        assert user.session_version > version  # open sessions end
+        assert authenticate(s, "mia", "second-password-456") is None
+    assert main(["user", "activate", "mia"]) == 0
+    assert main(["user", "unlock", "nobody"]) == 1
+    assert "no user 'nobody'" in capsys.readouterr().err
