@@ -67,13 +67,6 @@ class _Header:
     height: int
 
 
-def probe(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) from the header, without decoding pixels. The
-    format is one of CONTENT_TYPES (a multi-picture JPEG, MPO, is a JPEG)."""
-    header = _probe(data)
-    return header.format, header.width, header.height
-
-
 def _probe(data: bytes) -> _Header:
     if not data:
         raise MediaDecodeError("media is empty (0 bytes)")
@@ -145,6 +138,14 @@ def jpeg_scale(width: int, height: int, max_pixels: int, min_side: int) -> int:
 
 def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> tuple[str, np.ndarray]:
     """(format, BGR uint8 pixels) of the image (first frame for animations)."""
+    fmt, _width, _height, image = decode_with_header(data, max_pixels, min_side)
+    return fmt, image
+
+
+def decode_with_header(data: bytes, max_pixels: int, min_side: int = 0) -> tuple[str, int, int, np.ndarray]:
+    """(format, header width, header height, BGR uint8 pixels): the header is read
+    once, without decoding pixels, and the pixel limit checked against it. The
+    format is one of CONTENT_TYPES (a multi-picture JPEG, MPO, is a JPEG)."""
     header = _probe(data)
     fmt, width, height = header.format, header.width, header.height
     if fmt not in CONTENT_TYPES:
@@ -173,7 +174,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 0) -> tuple[str, 
         raise MediaDecodeError(
             f"{fmt} image decoded to {image.shape[1]}x{image.shape[0]} pixels, over the limit of {max_pixels}"
         )
-    return fmt, image
+    return fmt, width, height, image
 
 
 # -- checks a header alone does not make ------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 
 from moderation.errors import MediaDecodeError
 from moderation.hashing import video
-from moderation.media.decode import ANIMATED, CONTENT_TYPES, animation_frames, decode_image, probe
+from moderation.media.decode import ANIMATED, CONTENT_TYPES, animation_frames, decode_with_header
 
 VIDEO_CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
 CLASSIFY_FRAMES = 4
@@ -45,9 +45,8 @@ def load_media(data: bytes, limits: MediaLimits) -> Media:
         if not frames:
             raise MediaDecodeError(f"{container} video has no decodable frames")
         return Media("video", VIDEO_CONTENT_TYPES[container], tuple(frames))
-    fmt, image = decode_image(data, limits.max_image_pixels, limits.decode_min_side)
+    fmt, width, height, image = decode_with_header(data, limits.max_image_pixels, limits.decode_min_side)
     if fmt in ANIMATED:
-        _fmt, width, height = probe(data)
         # The first picture is the one hashed: OpenCV's decode of frame 0.
         frames = animation_frames(data, fmt, width, height, CLASSIFY_FRAMES, limits.max_image_pixels, image)
         if len(frames) > 1:
