@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from moderation.classify import Classifier, highest
+from moderation.classify import Classifier, highest_per_item
 from moderation.classify.evaluation import (
     LABEL_CHOICES,
     Confusion,
@@ -170,18 +170,19 @@ def classify_decoded(
     so that only the file at fault is marked."""
     pictures = [p for _, _, decoded in batch if not isinstance(decoded, str) for p in decoded]
     try:
-        results = iter(classifier.classify(pictures) if pictures else [])
+        scores = classifier.classify(pictures) if pictures else []
     except Exception:  # noqa: BLE001
         if len(batch) == 1:
             raise
         return [row for item in batch for row in _classify_alone(classifier, item)]
-    rows = []
-    for name, label, decoded in batch:
-        if isinstance(decoded, str):
-            rows.append(ScoredFile.failed(name, label, decoded))
-        else:
-            rows.append(ScoredFile.from_scores(name, label, highest([next(results) for _ in decoded])))
-    return rows
+    counts = [len(decoded) for _, _, decoded in batch if not isinstance(decoded, str)]
+    verdicts = iter(highest_per_item(scores, counts))
+    return [
+        ScoredFile.failed(name, label, decoded)
+        if isinstance(decoded, str)
+        else ScoredFile.from_scores(name, label, next(verdicts))
+        for name, label, decoded in batch
+    ]
 
 
 def _classify_alone(

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from moderation.classify import Classifier, Scores, Tensors, highest
+from moderation.classify import Classifier, Scores, Tensors, highest_per_item
 from moderation.classify.detector import NudeNetDetector
 from moderation.domain import HashSet, Match, Route, UploadEvent, Verdict
 from moderation.hashing import hash_media, hash_video_bytes
@@ -132,12 +132,7 @@ class Pipeline:
             elapsed = time.perf_counter() - started
         self.metrics.inference_seconds.labels(self.classifier.name).observe(elapsed)
         self.metrics.classify_batch_size.observe(pictures)
-        results, start = [], 0
-        for item in prepared:
-            count = len(item.media.pictures)
-            results.append(highest(scores[start : start + count]))
-            start += count
-        return results
+        return highest_per_item(scores, [len(item.media.pictures) for item in prepared])
 
     def finish(self, prepared: Prepared, classification: Scores) -> Analysis:
         verdict = route(prepared.matches, classification.score, prepared.hashes.pdq_quality, self.policy)

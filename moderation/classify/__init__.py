@@ -51,6 +51,16 @@ def highest(scores: Sequence[Scores]) -> Scores:
     return max(scores, key=lambda s: s.score)
 
 
+def highest_per_item(scores: Sequence[Scores], counts: Sequence[int]) -> list[Scores]:
+    """Scores of several items' pictures, in order (``counts[i]`` pictures for item
+    i, each at least one) -> each item's most suspicious picture's verdict."""
+    results, start = [], 0
+    for count in counts:
+        results.append(highest(scores[start : start + count]))
+        start += count
+    return results
+
+
 # Model name -> that model's input rows for some pictures, stacked: (pictures, ...).
 Tensors = dict[str, np.ndarray]
 
