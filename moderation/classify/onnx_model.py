@@ -118,9 +118,6 @@ class OnnxModel:
             )
         self._sexual = list(card.sexual_indices)
 
-    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
-        return preprocess(self.card, image_bgr)
-
     def preprocess_batch(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
         spec = self.card.input
         shape = (3, spec.size, spec.size) if spec.layout == "NCHW" else (spec.size, spec.size, 3)
