@@ -28,6 +28,7 @@ from typing import Any
 
 from moderation import __version__
 from moderation.config import Settings, load_settings
+from moderation.domain import Role
 from moderation.errors import ConfigError, FatalError, InvalidInput, RequestError, TransientError
 
 log = logging.getLogger("moderation")
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     user = sub.add_parser("user", help="console users").add_subparsers(metavar="ACTION")
     uc = user.add_parser("create", help="create a user; prints a generated password unless --password-stdin")
     uc.add_argument("username")
-    uc.add_argument("--role", choices=["moderator", "admin"], default="moderator")
+    uc.add_argument("--role", choices=[r.value for r in Role], default="moderator")
     uc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     uc.set_defaults(func=cmd_user_create)
     up_ = user.add_parser(

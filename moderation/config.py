@@ -123,6 +123,21 @@ class Settings:
     login_attempts_per_minute: int = 10  # per client address, successful or not
     sso_user_header: str = ""  # e.g. X-Forwarded-User: trusted only from SSO_TRUSTED_PROXIES; empty: off
     sso_trusted_proxies: str = ""  # comma-separated IPs or CIDRs of the reverse proxy that sets it
+    # Queue order and SLAs (storage/queue.py)
+    sla_hours: str = "ncii=48,default=48"  # review deadline per report reason (or routing reason)
+    sla_near_hours: float = 6.0  # items with less time than this left are served first
+    priority_point_minutes: float = 15.0  # one priority point is worth this much waiting time
+    # Decisions (review.py)
+    policy_reasons: str = ""  # code=Label;code=Label... ; empty: the built-in list
+    four_eyes_removals: bool = False  # a removal that banks waits for a second moderator
+    appeals_topic: str = "moderation.appeals"
+    # Moderator wellbeing
+    break_after_items: int = 100  # items viewed before a break is prompted; 0: never
+    break_after_revealed_seconds: int = 900  # seconds of revealed media before a break; 0: never
+    media_link_seconds: int = 300  # lifetime of a signed media link
+    # Evidence
+    evidence_key: str = field(default="", repr=False)  # a secret: 32 bytes, base64; see docs/evidence.md
+    evidence_retention_days: int = 365  # evidence not under legal hold is purged after this
 
     # Operations
     metrics_port: int = 9100

@@ -69,6 +69,33 @@ class ItemState(enum.StrEnum):
     CLOSED = "closed"  # allowed by the pipeline, never queued
 
 
+class Role(enum.StrEnum):
+    """Console roles. ``auditor`` reads (audit log, dashboard, evidence) and never
+    claims or decides; ``senior`` also works the escalation queue; ``admin`` also
+    the restricted queue (suspected minors), banks, tokens and evidence holds."""
+
+    MODERATOR = "moderator"
+    SENIOR = "senior"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+# Who may do what in the console (web/security.login_required(roles=...)).
+REVIEW_ROLES = (Role.MODERATOR, Role.SENIOR, Role.ADMIN)  # claim, view, decide
+LEAD_ROLES = (Role.SENIOR, Role.ADMIN, Role.AUDITOR)  # dashboard and queue views
+AUDIT_ROLES = (Role.ADMIN, Role.AUDITOR)  # audit log, evidence (read)
+
+
+class Tier(enum.StrEnum):
+    """Which queue an open item waits in; ``queue.claimable_tiers`` says who works each."""
+
+    MODERATOR = "moderator"  # first review
+    SECOND_REVIEW = "second_review"  # four eyes: a removal that banks waits for another moderator
+    APPEAL = "appeal"  # a reopened decision, for a moderator who has not decided it before
+    SENIOR = "senior"  # escalated by a moderator
+    RESTRICTED = "restricted"  # suspected minor: admins only, for the reporting process
+
+
 SIGNAL_TYPES = ("sha256", "md5", "pdq", "vpdq")
 
 

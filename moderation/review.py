@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from moderation.domain import Action, BankAction, ItemState, Source
+from moderation.domain import Action, BankAction, ItemState, Source, Tier
 from moderation.storage import audit, banks, exchange_store, outbox, queue
 from moderation.storage.models import Decision, Item, User, utcnow
 
@@ -58,9 +58,9 @@ def decide(
         raise ReviewError(f"unknown reason {reason!r}; use one of {', '.join(REASONS)}", 400)
     if not queue.holds_live_claim(item, user):
         raise ReviewError("you do not hold a live claim on this item; claim it again with 'next'")
-    if chosen is Action.ESCALATE and item.tier == "admin":
+    if chosen is Action.ESCALATE and item.tier in (Tier.SENIOR, Tier.RESTRICTED):
         raise ReviewError("item is already in the escalation tier; remove or allow it", 400)
-    if reason == "suspected_minor" and chosen is not Action.ESCALATE and item.tier != "admin":
+    if reason == "suspected_minor" and chosen is not Action.ESCALATE and item.tier != Tier.RESTRICTED:
         # Moderators escalate; admins then act on it within their reporting process.
         raise ReviewError("suspected minor must be escalated, never decided directly", 400)
 
@@ -70,7 +70,7 @@ def decide(
     key = decision.idempotency_key
     banked = 0
     if chosen is Action.ESCALATE:
-        item.tier = "admin"
+        item.tier = Tier.RESTRICTED.value if reason == "suspected_minor" else Tier.SENIOR.value
         queue.release(session, item)
     else:
         item.state = ItemState.DECIDED.value

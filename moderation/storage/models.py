@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,7 +59,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(20))  # moderator | admin
+    role: Mapped[str] = mapped_column(String(20))  # domain.Role: moderator | senior | admin | auditor
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Login security (users.check_login): failed logins in a row, and the lock they
@@ -69,6 +70,8 @@ class User(Base):
     # Copied into each console session at login; bumping it (new password,
     # deactivation) ends every session the user has open.
     session_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Console preferences (wellbeing: blur, greyscale, reveal mode); unset keys take the defaults.
+    preferences: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class LoginAttempt(Base):
@@ -194,7 +197,26 @@ class Item(Base):
 
     __tablename__ = "items"
     __table_args__ = (
-        Index("ix_items_claim", "state", "tier", "priority", "created_at"),
+        # Claiming walks these two (open items only): the near-breach items by SLA
+        # deadline, then everything by queue rank. See storage/queue.py.
+        Index(
+            "ix_items_queue_rank",
+            "tier",
+            "rank_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_items_queue_due",
+            "tier",
+            "due_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index("ix_items_state_lease", "state", "lease_expires_at"),
+        Index("ix_items_group_key", "group_key"),
         Index("ix_items_content_id", "content_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -218,11 +240,97 @@ class Item(Base):
     reason: Mapped[str] = mapped_column(String(100))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20))  # pending | claimed | decided | closed
-    tier: Mapped[str] = mapped_column(String(20), default="moderator")  # moderator | admin
+    tier: Mapped[str] = mapped_column(String(20), default="moderator")  # domain.Tier
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Queue order (storage/queue.py): the SLA deadline, and the rank key
+    # created_at - priority * PRIORITY_POINT_MINUTES (earlier rank is served first).
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    rank_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Near-duplicates share a key (same bank entry, same hashes): one decision for the group.
+    group_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Four eyes: the first moderator's removal, waiting for a second moderator.
+    first_review: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ItemExclusion(Base):
+    """Items a user is not served again: skipped, first reviewer of a four-eyes
+    removal, or an earlier decider of an appealed item."""
+
+    __tablename__ = "item_exclusions"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    why: Mapped[str] = mapped_column(String(20))  # skipped | first_review | decided
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ExposureSession(Base):
+    """A moderator's exposure since their last break: items viewed, seconds of
+    revealed media. ``ended_at`` is set when a break is acknowledged."""
+
+    __tablename__ = "exposure_sessions"
+    __table_args__ = (Index("ix_exposure_sessions_user", "user_id", "ended_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    items_viewed: Mapped[int] = mapped_column(Integer, default=0)
+    revealed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    break_prompted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Appeal(Base):
+    """An appeal against a decision; ``appeal_id`` makes a redelivered appeal a no-op."""
+
+    __tablename__ = "appeals"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    appeal_id: Mapped[str] = mapped_column(String(200), unique=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    source: Mapped[str] = mapped_column(String(20))  # kafka | api
+    submitted_by: Mapped[str] = mapped_column(String(200), default="")
+    statement: Mapped[str] = mapped_column(Text, default="")
+    previous_decision_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    decision_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Evidence(Base):
+    """Evidence preserved before a removal is published. The media bytes are
+    encrypted (AES-256-GCM, ``EVIDENCE_KEY``); ``manifest`` holds hashes, event
+    metadata, signals, the decision and the moderator."""
+
+    __tablename__ = "evidence"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    key_id: Mapped[str] = mapped_column(String(32))  # which key encrypted it (a fingerprint)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # None once purged
+    content_type: Mapped[str] = mapped_column(String(100))
+    media_sha256: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    legal_hold: Mapped[bool] = mapped_column(default=False)
+    hold_reason: Mapped[str] = mapped_column(Text, default="")
+    retain_until: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class CustodyRecord(Base):
+    """Chain of custody: every handling of a piece of evidence. Each record's
+    ``record_hash`` covers its content and the previous record's hash."""
+
+    __tablename__ = "custody_records"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(50))  # preserved | viewed | exported | hold | release | purged
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64), default="")
+    record_hash: Mapped[str] = mapped_column(String(64))
 
 
 class ItemMedia(Base):
@@ -286,8 +394,8 @@ class AuditRecord(Base):
 
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(50))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(50), index=True)
     item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

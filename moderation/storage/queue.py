@@ -14,12 +14,20 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from moderation.domain import ItemState
+from moderation.domain import ItemState, Role, Tier
 from moderation.storage.models import Item, User, utcnow
+
+# Who works which queue, most urgent queue first.
+CLAIMABLE_TIERS: dict[str, tuple[str, ...]] = {
+    Role.MODERATOR: (Tier.SECOND_REVIEW, Tier.APPEAL, Tier.MODERATOR),
+    Role.SENIOR: (Tier.SENIOR, Tier.SECOND_REVIEW, Tier.APPEAL, Tier.MODERATOR),
+    Role.ADMIN: (Tier.RESTRICTED, Tier.SENIOR, Tier.SECOND_REVIEW, Tier.APPEAL, Tier.MODERATOR),
+    Role.AUDITOR: (),
+}
 
 
 def claimable_tiers(role: str) -> tuple[str, ...]:
-    return ("moderator", "admin") if role == "admin" else ("moderator",)
+    return tuple(str(t) for t in CLAIMABLE_TIERS.get(role, ()))
 
 
 def current_claim(session: Session, user: User, now: datetime | None = None) -> Item | None:
@@ -62,7 +70,7 @@ def claim_next_item(
         )
         # Admins see the escalation tier first.
         .order_by(
-            case((Item.tier == "admin", 0), else_=1),
+            case({t: i for i, t in enumerate(tiers)}, value=Item.tier, else_=len(tiers)),
             Item.priority.desc(),
             Item.created_at,
             Item.id,

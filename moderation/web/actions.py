@@ -11,6 +11,7 @@ from flask import Response, abort, g
 from sqlalchemy.exc import IntegrityError
 
 from moderation import review
+from moderation.domain import Role, Tier
 from moderation.storage import audit, queue
 from moderation.storage.models import Item, ItemMedia
 from moderation.web.services import services
@@ -26,15 +27,22 @@ def claim_next() -> Item | None:
 
 
 def visible_item(item_id: int, for_update: bool = False) -> Item:
-    """The item if this user may see it: the live claim holder, or an admin.
-    ``for_update`` locks the row, so a double-submitted decision waits and then
-    finds the item already decided."""
+    """The item if this user may see it: the live claim holder, an admin, or a
+    senior (except the restricted queue of suspected minors, which is admins'
+    only). ``for_update`` locks the row, so a double-submitted decision waits
+    and then finds the item already decided."""
     item = g.db.get(Item, item_id, with_for_update=for_update)
     if item is None:
         abort(404, description="no such item")
-    if g.user.role != "admin" and not queue.holds_live_claim(item, g.user):
+    if not may_see(item):
         abort(403, description="claim this item first (press 'next')")
     return item
+
+
+def may_see(item: Item) -> bool:
+    if g.user.role == Role.ADMIN or queue.holds_live_claim(item, g.user):
+        return True
+    return g.user.role == Role.SENIOR and item.tier != Tier.RESTRICTED
 
 
 def media_response(item: Item) -> Response:

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from moderation.domain import REVIEW_ROLES
 from moderation.review import REASONS, ReviewError
 from moderation.storage import queue
 from moderation.web import actions
@@ -53,7 +54,7 @@ def queue_stats() -> Any:
 
 
 @bp.post("/queue/claim")
-@login_required(api=True)
+@login_required(api=True, roles=REVIEW_ROLES)
 def claim() -> Any:
     item = actions.claim_next()
     if item is None:
@@ -62,19 +63,19 @@ def claim() -> Any:
 
 
 @bp.get("/items/<int:item_id>")
-@login_required(api=True)
+@login_required(api=True, roles=REVIEW_ROLES)
 def get_item(item_id: int) -> Any:
     return jsonify(item_dict(actions.visible_item(item_id)))
 
 
 @bp.get("/items/<int:item_id>/media")
-@login_required(api=True)
+@login_required(api=True, roles=REVIEW_ROLES)
 def get_media(item_id: int) -> Any:
     return actions.media_response(actions.visible_item(item_id))
 
 
 @bp.post("/items/<int:item_id>/decision")
-@login_required(api=True)
+@login_required(api=True, roles=REVIEW_ROLES)
 def post_decision(item_id: int) -> Any:
     body: Any = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -96,7 +97,7 @@ def post_decision(item_id: int) -> Any:
 
 
 @bp.post("/items/<int:item_id>/release")
-@login_required(api=True)
+@login_required(api=True, roles=REVIEW_ROLES)
 def release(item_id: int) -> Any:
     actions.release(actions.visible_item(item_id, for_update=True))
     return ("", 204)

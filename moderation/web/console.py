@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
+from moderation.domain import REVIEW_ROLES
 from moderation.review import REASONS, ReviewError
 from moderation.storage import audit, queue
 from moderation.web import actions
@@ -21,14 +22,14 @@ def index() -> Any:
     depth = queue.queue_depth(g.db)
     totals: dict[str, int] = {}
     for state, tier, _priority, count in depth:
-        key = "escalated" if tier == "admin" else state
+        key = "escalated" if tier in ("senior", "restricted") else state
         totals[key] = totals.get(key, 0) + count
     held = queue.current_claim(g.db, g.user)
     return render_template("index.html", totals=totals, held=held)
 
 
 @bp.post("/next")
-@login_required()
+@login_required(roles=REVIEW_ROLES)
 def next_item() -> Any:
     return _claim_and_show()
 
@@ -42,7 +43,7 @@ def _claim_and_show() -> Any:
 
 
 @bp.get("/items/<int:item_id>")
-@login_required()
+@login_required(roles=REVIEW_ROLES)
 def item(item_id: int) -> Any:
     found = actions.visible_item(item_id)
     audit.record(g.db, g.user.username, "item.view", found.id)
@@ -53,13 +54,13 @@ def item(item_id: int) -> Any:
 
 
 @bp.get("/items/<int:item_id>/media")
-@login_required()
+@login_required(roles=REVIEW_ROLES)
 def media(item_id: int) -> Any:
     return actions.media_response(actions.visible_item(item_id))
 
 
 @bp.post("/items/<int:item_id>/reveal")
-@login_required()
+@login_required(roles=REVIEW_ROLES)
 def reveal(item_id: int) -> Any:
     found = actions.visible_item(item_id)
     audit.record(g.db, g.user.username, "item.reveal", found.id)
@@ -68,7 +69,7 @@ def reveal(item_id: int) -> Any:
 
 
 @bp.post("/items/<int:item_id>/decide")
-@login_required()
+@login_required(roles=REVIEW_ROLES)
 def decide(item_id: int) -> Any:
     found = actions.visible_item(item_id, for_update=True)
     try:
@@ -87,7 +88,7 @@ def decide(item_id: int) -> Any:
 
 
 @bp.post("/items/<int:item_id>/release")
-@login_required()
+@login_required(roles=REVIEW_ROLES)
 def release(item_id: int) -> Any:
     actions.release(actions.visible_item(item_id, for_update=True))
     flash(f"Item {item_id} returned to the queue.", "info")

@@ -162,8 +162,11 @@ def _unauthenticated_api(challenge: str | None) -> Response:
     return resp
 
 
-def login_required(api: bool = False, role: str | None = None) -> Callable[..., Any]:
-    """Open a database session as ``g.db``, load ``g.user``, enforce login and role.
+def login_required(
+    api: bool = False, role: str | None = None, roles: Collection[str] | None = None
+) -> Callable[..., Any]:
+    """Open a database session as ``g.db``, load ``g.user``, enforce login and
+    role (``role``: exactly that one; ``roles``: any of them).
 
     Console routes accept only the session cookie (or single sign-on), and their
     POSTs must carry the CSRF token. API routes also accept HTTP Basic; a
@@ -186,6 +189,9 @@ def login_required(api: bool = False, role: str | None = None) -> Callable[..., 
                     return redirect(url_for("auth.login", next=back))
                 if role is not None and g.user.role != role:
                     abort(403)
+                if roles is not None and g.user.role not in roles:
+                    allowed = ", ".join(sorted(str(r) for r in roles))
+                    abort(403, description=f"this needs one of the roles {allowed}")
                 if request.method not in SAFE_METHODS:
                     if not getattr(g, "basic_auth", False):
                         check_csrf()

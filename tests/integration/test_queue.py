@@ -82,10 +82,10 @@ def test_expired_leases_return_items_to_the_queue(qsessions):
 
 
 def test_escalated_items_are_for_admins_only(qsessions):
-    _items(qsessions, [(10, "admin", 1), (90, "moderator", 1)])
+    _items(qsessions, [(10, "senior", 1), (90, "moderator", 1)])
     mod, admin = _users(qsessions, ("m", "moderator"), ("boss", "admin"))
     with qsessions() as s:
-        escalated = s.scalar(select(Item.id).where(Item.tier == "admin"))
+        escalated = s.scalar(select(Item.id).where(Item.tier == "senior"))
     assert _claim(qsessions, admin) == escalated  # escalations first for admins
     assert _claim(qsessions, mod) != escalated
 
