@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from moderation import queue_policy
+from moderation.config import Settings
 from moderation.domain import ItemState, Role, Tier
-from moderation.storage.models import Item, User, utcnow
+from moderation.storage.models import Item, ItemExclusion, User, utcnow
 
 # Who works which queue, most urgent queue first.
 CLAIMABLE_TIERS: dict[str, tuple[str, ...]] = {
@@ -125,3 +127,29 @@ def queue_depth(session: Session, now: datetime | None = None) -> Sequence[tuple
         .group_by(state, Item.tier, Item.priority)
     ).all()
     return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def schedule(item: Item, settings: Settings, now: datetime | None = None, restart_sla: bool = False) -> None:
+    """Set the item's SLA deadline and rank from its reason, arrival and priority.
+
+    The report reason (``report_reason`` in the upload event) picks the SLA if
+    ``SLA_HOURS`` names it, else the routing reason. ``restart_sla`` starts the
+    deadline (and rank) from ``now``: an appeal is a new request."""
+    now = now or utcnow()
+    start = now if restart_sla else (item.created_at or now)
+    report = item.event.get("report_reason") if isinstance(item.event, dict) else None
+    hours = queue_policy.sla_hours(
+        queue_policy.parse_sla_hours(settings.sla_hours),
+        report if isinstance(report, str) else None,
+        item.reason,
+    )
+    item.due_at = queue_policy.due_at(start, hours)
+    item.rank_at = queue_policy.rank_at(start, item.priority, settings.priority_point_minutes)
+
+
+def exclude(session: Session, item_id: int, user_id: int, why: str) -> None:
+    """Never serve ``item_id`` to ``user_id`` again (skipped, first reviewer of a
+    four-eyes removal, earlier decider of an appealed item)."""
+    if session.get(ItemExclusion, (item_id, user_id)) is None:
+        session.add(ItemExclusion(item_id=item_id, user_id=user_id, why=why))
+        session.flush()

@@ -1,0 +1,54 @@
+"""Queue order and review deadlines. Pure: no I/O.
+
+An open item is served by two keys (storage/queue.py claims with them):
+
+- ``due_at``, its SLA deadline: arrival + the SLA of its reason (``SLA_HOURS``).
+  Items within ``SLA_NEAR_HOURS`` of their deadline are served first, soonest first.
+- ``rank_at``, its rank: arrival - ``PRIORITY_POINT_MINUTES`` per priority point.
+  Everything else is served by rank, earliest first, so an item's priority (bank
+  severity, classifier score) and its waiting time trade off at a fixed rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+DEFAULT_KEY = "default"
+
+
+def parse_sla_hours(text: str) -> dict[str, float]:
+    """``"ncii=48,default=48"`` -> ``{"ncii": 48.0, "default": 48.0}``. A missing
+    ``default`` is 48 hours."""
+    table: dict[str, float] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        try:
+            hours = float(value)
+        except ValueError:
+            hours = -1.0
+        if not sep or not key or not hours > 0:
+            raise ValueError(f"SLA_HOURS: {part!r} is not reason=hours with hours > 0")
+        table[key] = hours
+    table.setdefault(DEFAULT_KEY, 48.0)
+    return table
+
+
+def sla_hours(table: Mapping[str, float], *reasons: str | None) -> float:
+    """The SLA of the first of ``reasons`` the table names, else the default."""
+    for reason in reasons:
+        if reason and reason in table:
+            return table[reason]
+    return table[DEFAULT_KEY]
+
+
+def due_at(start: datetime, hours: float) -> datetime:
+    return start + timedelta(hours=hours)
+
+
+def rank_at(arrived: datetime, priority: int, point_minutes: float) -> datetime:
+    return arrived - timedelta(minutes=point_minutes * priority)
