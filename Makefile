@@ -13,7 +13,12 @@ VIDEO_PKG_CONFIG := libavcodec libavdevice libavfilter libavformat libavutil lib
 HAVE_VIDEO_DEPS := pkg-config --exists $(VIDEO_PKG_CONFIG) 2>/dev/null \
 	&& command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1
 
-.PHONY: up test install lint clean video-deps
+# Headless Chromium and its driver for the browser tests (tests/browser).
+BROWSER_APT_PACKAGES := chromium chromium-driver
+HAVE_BROWSER_DEPS := command -v chromedriver >/dev/null 2>&1 \
+	&& { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null 2>&1
+
+.PHONY: up test install lint clean video-deps browser-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +44,20 @@ video-deps:
 	  echo "      without root/apt-get vpdq is not built; videos are hashed by the OpenCV path"; \
 	fi
 
+# Installs BROWSER_APT_PACKAGES like video-deps (root and apt-get only). Without
+# them the browser tests are skipped, and fail under CI=true. Never fails the build.
+browser-deps:
+	@if $(HAVE_BROWSER_DEPS); then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "apt-get install $(BROWSER_APT_PACKAGES)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(BROWSER_APT_PACKAGES) >/dev/null; } \
+	  || echo "warning: apt-get failed; the browser tests will be skipped (and fail under CI=true)"; \
+	else \
+	  echo "note: Chromium or chromedriver missing (Debian: $(BROWSER_APT_PACKAGES));"; \
+	  echo "      without root/apt-get the browser tests are skipped (and fail under CI=true)"; \
+	fi
+
 up: $(STAMP)
 	$(VENV)/bin/moderation up
 
@@ -46,4 +65,4 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) var .pytest_cache test-artifacts
+	rm -rf $(VENV) var .pytest_cache test-artifacts tests/browser/artifacts

@@ -2,6 +2,7 @@
 
 moderation up                 everything on one machine (embedded broker + SQLite)
 moderation worker             a consumer-group member of the pipeline
+moderation appeals            consume appeal events: reopen decided items for another moderator
 moderation web                the review console and JSON API
 moderation db upgrade         apply database migrations
 moderation user create NAME   add a console user
@@ -11,6 +12,7 @@ moderation bank ...           create banks; add, import, export, withdraw hashes
 moderation match FILE...      match local files against the banks, as the worker would
 moderation token ...          API tokens for services and trusted flaggers
 moderation exchange ...       sync StopNCII / NCMEC hash lists, send feedback
+moderation evidence ...       export, verify, legal hold and purge preserved evidence
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="consume upload events, hash, match, classify and route them")
     w.set_defaults(func=cmd_worker)
 
+    ap = sub.add_parser("appeals", help="consume appeal events: reopen decided items for another moderator")
+    ap.set_defaults(func=cmd_appeals)
+
     web = sub.add_parser("web", help="serve the review console, JSON API and /metrics")
     web.add_argument("--port", type=int, help="port (default WEB_PORT or 8080)")
     web.set_defaults(func=cmd_web)
@@ -130,21 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.set_defaults(func=cmd_hash)
 
-    from moderation import cli_banks, cli_classify, cli_exchanges
+    from moderation import cli_banks, cli_classify, cli_evidence, cli_exchanges
 
     cli_banks.register(sub)
     cli_classify.register(sub)
     cli_exchanges.register(sub)
+    cli_evidence.register(sub)
     return p
 
 
 # -- roles -----------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    from moderation import runtime
+    from moderation import evidence_crypto, runtime
     from moderation.metrics import Metrics
 
     settings = settings or load_settings()
     runtime.configure_logging(settings)
+    evidence_crypto.check_key(settings)  # a bad EVIDENCE_KEY stops start-up, not the first removal
     metrics = Metrics()
     worker = runtime.build_worker(settings, metrics)
     server = runtime.serve_in_thread(
@@ -156,6 +163,30 @@ def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> in
         worker.run()
     finally:
         worker.close()  # settles a rebalance in progress, then leaves: partitions move at once
+        server.shutdown()
+    return 0
+
+
+def cmd_appeals(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from typing import cast
+
+    from moderation import runtime
+    from moderation.events.appeals import build_appeal_consumer
+    from moderation.metrics import Metrics
+
+    settings = settings or load_settings()
+    runtime.configure_logging(settings)
+    metrics = Metrics()
+    consumer = build_appeal_consumer(settings, metrics)
+    # The worker's ops app reads only the loop's last_loop_at and its sessions.
+    ops = runtime.worker_ops_app(cast(Any, consumer), metrics)
+    server = runtime.serve_in_thread(ops, "0.0.0.0", settings.metrics_port)
+    _stop_on_signals(consumer.stop)
+    log.info("appeals consumer on %s, metrics on :%d/metrics", settings.appeals_topic, settings.metrics_port)
+    try:
+        consumer.run()
+    finally:
+        consumer.close()
         server.shutdown()
     return 0
 

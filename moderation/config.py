@@ -223,3 +223,6 @@ def _validate(s: Settings) -> None:
         raise ConfigError("CLASSIFY_BATCH_SIZE must be at least 1")
     if s.claim_lease_seconds < 10:
         raise ConfigError("CLAIM_LEASE_SECONDS must be at least 10")
+    from moderation.policy import parse_reasons  # here: policy imports the domain types
+
+    parse_reasons(s.policy_reasons)  # raises ConfigError naming POLICY_REASONS

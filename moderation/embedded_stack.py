@@ -2,9 +2,10 @@
 
 With no ``KAFKA_BOOTSTRAP_SERVERS`` the embedded broker is started on loopback;
 with no ``DATABASE_URL`` a SQLite file under ``./var/`` is used. Migrations run,
-an admin is created on first start (password printed once), then a worker runs
-in a thread and the console is served in the foreground. Dev mode is on, so
-``moderation publish`` can send events that point at local files.
+an admin is created on first start (password printed once), then a worker and
+the appeals consumer run in threads and the console is served in the foreground.
+Dev mode is on, so ``moderation publish`` can send events that point at local
+files.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
     from moderation import runtime
     from moderation.embedded import EmbeddedBroker, free_port
     from moderation.events import kafka
+    from moderation.events.appeals import build_appeal_consumer
     from moderation.metrics import Metrics
     from moderation.storage.db import upgrade
     from moderation.web import create_app
@@ -96,6 +98,8 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
         metrics = Metrics()
         worker = runtime.build_worker(settings, metrics)
         threading.Thread(target=worker.run, name="worker", daemon=True).start()
+        appeals = build_appeal_consumer(settings, metrics)
+        threading.Thread(target=appeals.run, name="appeals", daemon=True).start()
         app = create_app(settings, metrics=metrics)
         app.extensions["moderation"].publisher.start_sweeper()
         print(f"review console: http://{settings.web_host}:{web_port}/")
@@ -106,6 +110,7 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
         except KeyboardInterrupt:
             print("stopping")
         worker.stop()
+        appeals.stop()
     finally:
         state_path.unlink(missing_ok=True)
         if broker is not None:

@@ -85,6 +85,13 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.appeals = Counter(
+            "moderation_appeals_total",
+            "Appeals received, by source (api, kafka) and outcome (reopened, duplicate: an appeal_id "
+            "seen before, invalid: dead-lettered appeal events).",
+            ["source", "outcome"],
+            registry=r,
+        )
 
 
 QueueDepthFn = Callable[[], Sequence[tuple[str, str, int, int]]]

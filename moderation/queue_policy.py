@@ -52,3 +52,41 @@ def due_at(start: datetime, hours: float) -> datetime:
 
 def rank_at(arrived: datetime, priority: int, point_minutes: float) -> datetime:
     return arrived - timedelta(minutes=point_minutes * priority)
+
+
+def seconds_left(due: datetime | None, now: datetime) -> int | None:
+    """Whole seconds until the deadline (negative once breached); None without one."""
+    if due is None:
+        return None
+    return int((due - now).total_seconds() // 1)
+
+
+def is_near(due: datetime | None, now: datetime, near_hours: float) -> bool:
+    """Served before everything else in its tier: within ``near_hours`` of the deadline, or past it."""
+    return due is not None and due < now + timedelta(hours=near_hours)
+
+
+def describe_duration(seconds: int) -> str:
+    """``9000`` -> ``"2 h 30 min"``: the two largest units, zero parts dropped."""
+    seconds = abs(int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        parts = [(days, "d"), (hours, "h")]
+    elif hours:
+        parts = [(hours, "h"), (minutes, "min")]
+    elif minutes:
+        parts = [(minutes, "min")]
+    else:
+        parts = [(secs, "s")]
+    return " ".join(f"{n} {unit}" for n, unit in parts if n) or "0 s"
+
+
+def describe_sla(seconds: int | None) -> str:
+    """What the console shows: ``"5 h 10 min left"``, ``"breached 3 h ago"``."""
+    if seconds is None:
+        return "no deadline"
+    if seconds < 0:
+        return f"breached {describe_duration(seconds)} ago"
+    return f"{describe_duration(seconds)} left"

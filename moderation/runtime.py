@@ -96,6 +96,7 @@ def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | 
         flood=flood_policy(settings),
         batch_size=settings.classify_batch_size,
         batch_wait_s=settings.classify_batch_wait_ms / 1000,
+        settings=settings,
     )
     worker.refresh_banks(force=True)
     return worker

@@ -111,7 +111,12 @@ def ensure_topics(settings: Settings, partitions: int = 3) -> None:
         existing = set(admin.list_topics())
         wanted = [
             NewTopic(name, num_partitions=partitions, replication_factor=1)
-            for name in (settings.uploads_topic, settings.decisions_topic, settings.dlq_topic)
+            for name in (
+                settings.uploads_topic,
+                settings.decisions_topic,
+                settings.dlq_topic,
+                settings.appeals_topic,
+            )
             if name not in existing
         ]
         if wanted:

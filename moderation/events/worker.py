@@ -43,6 +43,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.classify import Scores
+from moderation.config import Settings
 from moderation.errors import FatalError, InvalidInput, ModerationError, ProcessingFailed, TransientError
 from moderation.events.kafka import BrokerUnavailable
 from moderation.events.uploads import parse_upload_event
@@ -97,8 +98,10 @@ class Worker:
         flood: FloodPolicy | None = None,
         batch_size: int = 8,
         batch_wait_s: float = 0.2,
+        settings: Settings | None = None,
     ) -> None:
         self.consumer = consumer
+        self.settings = settings  # queue order of stored items: SLA_HOURS, PRIORITY_POINT_MINUTES
         self.sessions = sessions
         self.pipeline = pipeline
         self.send_decision = send_decision
@@ -458,7 +461,7 @@ class Worker:
         started = time.perf_counter()
         with self.sessions() as session:
             item_id, created, quarantined = outcomes.record_analysis(
-                session, analysis, self.publish_allow, self.flood
+                session, analysis, self.publish_allow, self.flood, self.settings
             )
         self.metrics.stage_seconds.labels("persist").observe(time.perf_counter() - started)
         for entry_id in quarantined:

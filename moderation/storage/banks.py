@@ -224,6 +224,22 @@ def add_entries(
             record_change(session, bank.id, ids)
         if len(ids) < len(chunk):
             _existing(session, bank, chunk, set(ids), result, revive, added_by)
+    if result.added:
+        # One record per call (revived entries have their own, in reactivate).
+        cases = sorted({str(r["case_id"]) for r in rows if r["case_id"]})
+        audit.record(
+            session,
+            added_by,
+            "bank.entries.added",
+            None,
+            bank=bank.name,
+            added=result.added,
+            existing=result.existing,
+            first_entry_id=min(result.ids),
+            last_entry_id=max(result.ids),
+            case_ids=cases[:20],
+            source_item_id=source_item_id,
+        )
     return result
 
 

@@ -399,3 +399,15 @@ class AuditRecord(Base):
     action: Mapped[str] = mapped_column(String(50), index=True)
     item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ItemPdqBand(Base):
+    """Near-duplicate lookup keys of open queued items (multi-index hashing, see
+    storage/groups.py): bands 0..15 hold the 16-bit slices of the item's PDQ hash,
+    band 16 the first 32 bits of its SHA-256. Rows go once the item is decided."""
+
+    __tablename__ = "item_pdq_bands"
+    __table_args__ = (Index("ix_item_pdq_bands_band_value", "band", "value"),)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    band: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)

@@ -10,7 +10,7 @@ idempotent in effect.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -34,9 +34,12 @@ def add_decision(
     idempotency_key: str | None = None,
     moderator: str | None = None,
     note: str = "",
+    extra: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Record a decision on ``item``. ``sequence`` numbers an item's decisions from 1
-    so that consumers can tell the latest (e.g. an admin's verdict after an escalation)."""
+    so that consumers can tell the latest (e.g. an admin's verdict after an escalation).
+    ``extra``: more payload fields (review.py: restricted, banked, second_moderator,
+    appeal_id, supersedes; documented in docs/events.md)."""
     now = utcnow()
     sequence = 1 + (
         session.scalar(select(func.count()).select_from(Decision).where(Decision.item_id == item.id)) or 0
@@ -62,6 +65,7 @@ def add_decision(
         "note": note or None,
         "decided_at": now.isoformat(),
     }
+    payload.update(extra or {})
     decision = Decision(
         idempotency_key=idempotency_key,
         item_id=item.id,

@@ -7,9 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from moderation.config import Settings
 from moderation.domain import Action, ItemState, Route, Source
 from moderation.pipeline import Analysis
-from moderation.storage import audit, exchange_store, outbox
+from moderation.storage import audit, evidence, exchange_store, groups, outbox, queue
 from moderation.storage.flood import FloodPolicy, record_matches
 from moderation.storage.models import Item, ItemMedia
 
@@ -19,11 +20,18 @@ def find_item_id(session: Session, event_id: str) -> int | None:
 
 
 def record_analysis(
-    session: Session, analysis: Analysis, publish_allow: bool, flood: FloodPolicy | None = None
+    session: Session,
+    analysis: Analysis,
+    publish_allow: bool,
+    flood: FloodPolicy | None = None,
+    settings: Settings | None = None,
 ) -> tuple[int, bool, list[int]]:
     """Insert the outcome and count its bank matches (flood control); returns
-    (item id, created, ids of entries this outcome quarantined). A concurrent or
-    earlier insert of the same event id wins and this call returns its id with
+    (item id, created, ids of entries this outcome quarantined). A queued item
+    gets its SLA deadline and queue rank (``settings``: SLA_HOURS and
+    PRIORITY_POINT_MINUTES; the defaults without) and joins its near-duplicates'
+    group (storage/groups.py: PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY). A concurrent or earlier
+    insert of the same event id wins and this call returns its id with
     created=False, counting nothing."""
     event, verdict, hashes = analysis.event, analysis.verdict, analysis.hashes
     queued = verdict.route in (Route.REVIEW, Route.AUTO_REMOVE)
@@ -49,14 +57,21 @@ def record_analysis(
         priority=verdict.priority,
         state=ItemState.PENDING.value if queued else ItemState.CLOSED.value,
     )
+    if queued:
+        queue.schedule(item, settings or Settings())
     try:
         session.add(item)
         session.flush()
         if queued:
             session.add(ItemMedia(item_id=item.id, content_type=analysis.content_type, data=analysis.data))
+            groups.assign(session, item, groups.GroupPolicy.of(settings) if settings else None)
         key = f"{event.content_id}:{event.event_id}:pipeline"
         if verdict.route is Route.AUTO_REMOVE:
-            outbox.add_decision(session, item, Action.REMOVE, Source.HASH_MATCH, verdict.reason, key)
+            decision = outbox.add_decision(
+                session, item, Action.REMOVE, Source.HASH_MATCH, verdict.reason, key
+            )
+            media = (analysis.data, analysis.content_type)
+            evidence.preserve(session, item, decision, "pipeline", settings=settings, media=media)
             exchange_store.queue_feedback(session, item, blocked=True)
             audit.record(
                 session,

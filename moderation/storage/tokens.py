@@ -6,6 +6,8 @@ leak does not leak working tokens. Scopes:
 - ``hashes:submit``: submit hashes (never images) to the token's bank with a case
   reference, withdraw them, and see whether they matched.
 - ``banks:read`` / ``banks:write``: the bank API, for automation.
+- ``appeals:submit``: the platform's appeal service submits appeals
+  (``POST /api/v1/appeals``), reopening decided items for another moderator.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from moderation.errors import Conflict, NotFound, RequestError
 from moderation.storage import audit
 from moderation.storage.models import ApiToken, Bank, utcnow
 
-SCOPES = ("hashes:submit", "banks:read", "banks:write")
+SCOPES = ("hashes:submit", "banks:read", "banks:write", "appeals:submit")
 PREFIX = "mod_"
 
 

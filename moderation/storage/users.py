@@ -18,9 +18,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from moderation.domain import Role
 from moderation.storage.models import User, utcnow
 
-ROLES = ("moderator", "admin")
+ROLES = tuple(r.value for r in Role)
 MIN_PASSWORD_LENGTH = 10
 MAX_USERNAME = 100
 

@@ -44,7 +44,23 @@ def create_app(
         publisher=DecisionPublisher(settings, sessions, metrics, send_decision),
     )
 
-    from moderation.web import admin, api, auth, banks_api, console, health, security, submissions_api
+    from moderation.web import (
+        admin,
+        api,
+        appeals_api,
+        audit_views,
+        auth,
+        banks_api,
+        console,
+        dashboard,
+        health,
+        queues,
+        security,
+        submissions_api,
+    )
+    from moderation.web import evidence as evidence_views
+    from moderation.web import groups as group_views
+    from moderation.web.wellbeing import bp as wellbeing_bp
 
     security.init_app(app)
     app.register_blueprint(health.bp)
@@ -53,7 +69,14 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(banks_api.bp)
     app.register_blueprint(submissions_api.bp)
+    app.register_blueprint(appeals_api.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(wellbeing_bp)
+    app.register_blueprint(queues.bp)
+    app.register_blueprint(audit_views.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(group_views.bp)
+    evidence_views.init_app(app)  # a bad EVIDENCE_KEY stops start-up here
     return app
 
 

@@ -12,14 +12,34 @@ from sqlalchemy.exc import IntegrityError
 
 from moderation import review
 from moderation.domain import Role, Tier
-from moderation.storage import audit, queue
-from moderation.storage.models import Item, ItemMedia
+from moderation.storage import audit, exposure, groups, queue
+from moderation.storage.models import ExposureSession, Item, ItemMedia
 from moderation.web.services import services
 
 
-def claim_next() -> Item | None:
+class BreakDue(Exception):
+    """A break is due: no new item is served until it is acknowledged (POST /break)."""
+
+    def __init__(self, session: ExposureSession) -> None:
+        super().__init__("break due")
+        self.session = session
+
+
+def exposure_limits() -> exposure.Limits:
     settings = services().settings
-    item = queue.claim_next_item(g.db, g.user, settings.claim_lease_seconds)
+    return exposure.Limits(settings.break_after_items, settings.break_after_revealed_seconds)
+
+
+def claim_next() -> Item | None:
+    """Claim (or renew) the user's next item. Raises ``BreakDue`` when a break is
+    due and the user holds no live claim: the current item may be finished."""
+    current = exposure.current(g.db, g.user)
+    if exposure.break_due(exposure_limits(), current) and queue.current_claim(g.db, g.user) is None:
+        exposure.mark_prompted(g.db, g.user, current)
+        g.db.commit()
+        raise BreakDue(current)
+    settings = services().settings
+    item = queue.claim_next_item(g.db, g.user, settings.claim_lease_seconds, settings=settings)
     if item is not None:
         audit.record(g.db, g.user.username, "item.claim", item.id)
     g.db.commit()
@@ -59,20 +79,37 @@ def media_response(item: Item) -> Response:
 
 def decide(item: Item, action: str, reason: str, note: str = "") -> review.DecisionResult:
     svc = services()
-    result = review.decide(g.db, item, g.user, action, reason, note, svc.settings.pdq_min_quality)
+    result = review.decide(g.db, item, g.user, action, reason, note, settings=svc.settings)
+    groups.forget(g.db, [item.id])  # a decided item no longer gathers near-duplicates
     try:
         g.db.commit()
     except IntegrityError:  # a concurrent submit of the same decision won
         g.db.rollback()
         raise review.ReviewError("this item was just decided by another request") from None
-    svc.metrics.decisions.labels(result.decision.action, result.decision.source).inc()
-    svc.publisher.publish_soon([item.id])
+    if result.published is not None:  # None: a four-eyes first review or disagreement, nothing to publish
+        svc.metrics.decisions.labels(result.decision.action, result.decision.source).inc()
+        svc.publisher.publish_soon([item.id])
     return result
 
 
 def release(item: Item) -> None:
+    """Skip: back to the queue for everybody else, never served to this user again."""
     if not queue.holds_live_claim(item, g.user):
         abort(409, description="you do not hold a claim on this item")
-    queue.release(g.db, item)
-    audit.record(g.db, g.user.username, "item.release", item.id)
+    queue.skip(g.db, item, g.user)
+    audit.record(g.db, g.user.username, "item.skip", item.id)
     g.db.commit()
+
+
+def renew_lease(item_id: int) -> str:
+    """Extend the caller's live claim (the open page does this while it is
+    visible); the new expiry as ISO 8601. 409 when the caller holds no live
+    claim on it (expired, skipped, decided), which says nothing about the item."""
+    item = g.db.get(Item, item_id, with_for_update=True)
+    if item is None:
+        abort(404, description="no such item")
+    expires = queue.renew_lease(item, g.user, services().settings.claim_lease_seconds)
+    if expires is None:
+        abort(409, description="your claim on this item has ended; press 'next' for an item")
+    g.db.commit()
+    return expires.isoformat()

@@ -12,13 +12,16 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from moderation.domain import REVIEW_ROLES
-from moderation.review import REASONS, ReviewError
-from moderation.storage import queue
+from moderation import policy
+from moderation.domain import REVIEW_ROLES, Role
+from moderation.review import ReviewError
+from moderation.storage import queue, queue_views
 from moderation.web import actions
+from moderation.web import groups as group_views
 from moderation.web.banks_api import is_unicode_text
 from moderation.web.presenters import item_dict
 from moderation.web.security import login_required
+from moderation.web.services import services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -43,20 +46,32 @@ def me() -> Any:
 @bp.get("/reasons")
 @login_required(api=True)
 def reasons() -> Any:
-    return jsonify(reasons=[{"code": k, "label": v} for k, v in REASONS.items()])
+    configured = policy.reasons(services().settings.policy_reasons)
+    return jsonify(reasons=[{"code": k, "label": v} for k, v in configured.items()])
 
 
 @bp.get("/queue")
 @login_required(api=True)
 def queue_stats() -> Any:
     rows = queue.queue_depth(g.db)
-    return jsonify(depth=[{"state": s, "tier": t, "priority": p, "count": c} for s, t, p, c in rows])
+    counts = queue_views.view_counts(g.db, include_restricted=g.user.role == Role.ADMIN)
+    return jsonify(
+        depth=[{"state": s, "tier": t, "priority": p, "count": c} for s, t, p, c in rows], counts=counts
+    )
 
 
 @bp.post("/queue/claim")
 @login_required(api=True, roles=REVIEW_ROLES)
 def claim() -> Any:
-    item = actions.claim_next()
+    try:
+        item = actions.claim_next()
+    except actions.BreakDue as due:
+        return jsonify(
+            error="break due: take a break and acknowledge it in the console (/break) before claiming more",
+            break_due=True,
+            items_viewed=due.session.items_viewed,
+            revealed_seconds=round(due.session.revealed_seconds or 0.0, 1),
+        ), 409
     if item is None:
         return ("", 204)
     return jsonify(item_dict(item))
@@ -86,11 +101,18 @@ def post_decision(item_id: int) -> Any:
         if not isinstance(value, str) or "\x00" in value or not is_unicode_text(value):
             return jsonify(error=f"{key} must be a string of valid Unicode text"), 400
         fields[key] = value
+    apply_to_group = body.get("apply_to_group", False)
+    if not isinstance(apply_to_group, bool):
+        return jsonify(error="apply_to_group must be true or false"), 400
     item = actions.visible_item(item_id, for_update=True)
+    if apply_to_group:  # its open near-duplicates too (web/groups.py)
+        return group_views.api_decision(item, fields["action"], fields["reason"], fields["note"][:2000])
     try:
         result = actions.decide(item, fields["action"], fields["reason"], fields["note"][:2000])
     except ReviewError as exc:
         return jsonify(error=str(exc)), exc.status
+    if result.published is None:  # four eyes: held for a second review, or sent to seniors
+        return jsonify(outcome=result.outcome, item_id=item.id, state=item.state, tier=item.tier), 202
     payload = dict(result.decision.payload)
     payload["banked_hashes"] = result.banked
     return jsonify(payload), 201
@@ -101,3 +123,9 @@ def post_decision(item_id: int) -> Any:
 def release(item_id: int) -> Any:
     actions.release(actions.visible_item(item_id, for_update=True))
     return ("", 204)
+
+
+@bp.post("/items/<int:item_id>/lease")
+@login_required(api=True, roles=REVIEW_ROLES)
+def renew_lease(item_id: int) -> Any:
+    return jsonify(lease_expires_at=actions.renew_lease(item_id))

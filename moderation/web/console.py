@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
+from moderation import policy
 from moderation.domain import REVIEW_ROLES
-from moderation.review import REASONS, ReviewError
-from moderation.storage import audit, queue
-from moderation.web import actions
+from moderation.review import FIRST_REVIEW, ReviewError
+from moderation.storage import appeals, audit, exposure, queue
+from moderation.web import actions, media_links
+from moderation.web import groups as group_views
 from moderation.web.presenters import item_dict
 from moderation.web.security import login_required
+from moderation.web.services import services
 
 bp = Blueprint("console", __name__)
 
@@ -35,7 +38,10 @@ def next_item() -> Any:
 
 
 def _claim_and_show() -> Any:
-    item = actions.claim_next()
+    try:
+        item = actions.claim_next()
+    except actions.BreakDue:
+        return redirect(url_for("wellbeing.break_page"))
     if item is None:
         flash("The queue is empty. Nice work.", "info")
         return redirect(url_for("console.index"))
@@ -46,17 +52,31 @@ def _claim_and_show() -> Any:
 @login_required(roles=REVIEW_ROLES)
 def item(item_id: int) -> Any:
     found = actions.visible_item(item_id)
+    exposure.record_view(g.db, g.user, found.id)  # before this view's audit row: counts each item once
     audit.record(g.db, g.user.username, "item.view", found.id)
     g.db.commit()
     return render_template(
-        "item.html", item=item_dict(found), reasons=REASONS, can_decide=queue.holds_live_claim(found, g.user)
+        "item.html",
+        item=item_dict(found),
+        reasons=policy.reasons(services().settings.policy_reasons),
+        appeal=appeals.appeal_view(g.db, found),
+        can_decide=queue.holds_live_claim(found, g.user),
     )
 
 
 @bp.get("/items/<int:item_id>/media")
 @login_required(roles=REVIEW_ROLES)
 def media(item_id: int) -> Any:
+    media_links.require_valid_link(item_id)  # the page's short-lived link, issued to this user
     return actions.media_response(actions.visible_item(item_id))
+
+
+@bp.get("/items/<int:item_id>/media-link")
+@login_required(roles=REVIEW_ROLES)
+def media_link(item_id: int) -> Any:
+    """A fresh signed media link, for a page left open past the last one's lifetime."""
+    found = actions.visible_item(item_id)
+    return jsonify(url=media_links.media_url(found.id))
 
 
 @bp.post("/items/<int:item_id>/reveal")
@@ -72,6 +92,10 @@ def reveal(item_id: int) -> Any:
 @login_required(roles=REVIEW_ROLES)
 def decide(item_id: int) -> Any:
     found = actions.visible_item(item_id, for_update=True)
+    if request.form.get("apply_to_group") == "1":  # one decision for its near-duplicates too
+        if not group_views.decide_whole_group(found):
+            return redirect(url_for("console.item", item_id=item_id))
+        return _claim_and_show()
     try:
         result = actions.decide(
             found,
@@ -82,7 +106,12 @@ def decide(item_id: int) -> Any:
     except ReviewError as exc:
         flash(str(exc), "error")
         return redirect(url_for("console.item", item_id=item_id))
-    flash(f"Item {item_id}: {result.decision.action} ({result.decision.reason}).", "info")
+    if result.published is not None:
+        flash(f"Item {item_id}: {result.decision.action} ({result.decision.reason}).", "info")
+    elif result.outcome == FIRST_REVIEW:
+        flash(f"Item {item_id}: removal recorded; it waits for a second reviewer (four eyes).", "info")
+    else:
+        flash(f"Item {item_id}: you disagree with the first review; a senior will decide it.", "info")
     # Straight on to the next item: one key press per routine decision.
     return _claim_and_show()
 
@@ -91,5 +120,12 @@ def decide(item_id: int) -> Any:
 @login_required(roles=REVIEW_ROLES)
 def release(item_id: int) -> Any:
     actions.release(actions.visible_item(item_id, for_update=True))
-    flash(f"Item {item_id} returned to the queue.", "info")
+    flash(f"Item {item_id} skipped: back in the queue for others, not served to you again.", "info")
     return redirect(url_for("console.index"))
+
+
+@bp.post("/items/<int:item_id>/lease")
+@login_required(roles=REVIEW_ROLES)
+def lease(item_id: int) -> Any:
+    """Renew the caller's claim while the item page is open (static/lease.js)."""
+    return jsonify(lease_expires_at=actions.renew_lease(item_id))

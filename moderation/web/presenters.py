@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from moderation.storage.models import Item
+from sqlalchemy.orm import object_session
+
+from moderation import queue_policy
+from moderation.storage import groups
+from moderation.storage.models import Item, utcnow
 
 
 def item_dict(item: Item) -> dict[str, Any]:
@@ -37,7 +41,26 @@ def item_dict(item: Item) -> dict[str, Any]:
         "lease_expires_at": item.lease_expires_at.isoformat() if item.lease_expires_at else None,
         "created_at": item.created_at.isoformat(),
         "decided_at": item.decided_at.isoformat() if item.decided_at else None,
+        # Queue order (queue_policy): the SLA deadline, seconds left (negative once breached), rank.
+        "due_at": item.due_at.isoformat() if item.due_at else None,
+        "sla_seconds_left": queue_policy.seconds_left(item.due_at, utcnow()),
+        "rank_at": item.rank_at.isoformat() if item.rank_at else None,
+        # Near-duplicates (storage/groups.py): the group key and how many open items it has.
+        "group": groups.summary(object_session(item), item),
+        # Four eyes (review.py): the first reviewer's removal waiting for a second
+        # reviewer, and a disagreeing second opinion ("second"); user ids left out.
+        "first_review": _review_view(item.first_review),
     }
+
+
+def _review_view(review: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not review:
+        return None
+    view = {k: v for k, v in review.items() if k not in ("user_id", "second")}
+    second = review.get("second")
+    if isinstance(second, dict):
+        view["second"] = {k: v for k, v in second.items() if k != "user_id"}
+    return view
 
 
 def _frame_count(vpdq: str | None) -> int | None:

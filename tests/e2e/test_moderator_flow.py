@@ -15,7 +15,7 @@ from moderation.events.uploads import make_upload_event
 from moderation.storage.models import Bank, BankEntry, Item
 from tests.conftest import wait_until
 from tests.support.images import encode, reencoded_copy, synthetic_image
-from tests.support.web import add_user, login, make_app
+from tests.support.web import add_user, login, make_app, media_src
 
 
 def _publish_upload(publish, settings, url: str) -> str:
@@ -52,7 +52,7 @@ def test_confirmed_removal_blocks_the_next_copy(
     assert 'class="media blurred"' in page  # blurred until revealed
     assert "Classifier score" in page and f"{item.score:.3f}" in page
     assert item.model_scores and all(m["version"] in page for m in item.model_scores)  # each model's verdict
-    media = client.get(f"/items/{item.id}/media")
+    media = client.get(media_src(page))  # the page's short-lived signed link
     assert media.status_code == 200 and media.data == encode(original)
     assert "no-store" in media.headers["Cache-Control"]
     assert client.post(f"/items/{item.id}/reveal", headers={"X-CSRF-Token": csrf}).status_code == 204

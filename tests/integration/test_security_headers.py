@@ -21,6 +21,7 @@ from tests.integration.test_authz_matrix import (
     request_as,
     reset_claim,
     session_client,
+    signed_media_path,
 )
 
 SAFE = {"GET", "HEAD", "OPTIONS"}
@@ -67,7 +68,7 @@ def test_every_route_sends_the_security_headers(world, caller):
 
 def test_media_responses_are_private_and_never_cached(world):
     client, _ = session_client(world, "mo")
-    for path in ("/items/1/media", "/api/v1/items/1/media"):
+    for path in (signed_media_path(world, "mo"), "/api/v1/items/1/media"):
         resp = client.get(path)
         assert resp.status_code == 200 and resp.mimetype == "image/jpeg"
         assert "no-store" in resp.headers["Cache-Control"]
@@ -137,7 +138,7 @@ UNSAFE = sorted(key for key in ROUTES if key[1] not in SAFE)
 
 
 def test_the_unsafe_routes_are_the_expected_ones():
-    assert len(UNSAFE) == 23  # grows with every new form or write endpoint: each gets the test below
+    assert len(UNSAFE) == 32  # grows with every new form or write endpoint: each gets the test below
     assert {method for _, method in UNSAFE} == {"POST", "PATCH"}
 
 
@@ -173,6 +174,7 @@ def test_every_post_form_on_every_page_carries_the_csrf_token(world, sessions):
         s.commit()
     client.post("/next", data={"csrf_token": csrf})  # the admin holds item 1: decision forms shown
     pages = ["/", "/items/1", "/admin/banks", "/admin/banks/alpha", "/admin/quarantine", "/admin/tokens"]
+    pages += ["/preferences", "/break"]
     forms = 0
     for page in pages:
         html = client.get(page).get_data(as_text=True)

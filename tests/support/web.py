@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -13,6 +14,7 @@ from moderation.storage import users
 from moderation.web import create_app
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_MEDIA_SRC = re.compile(r'<(?:img|video) src="([^"]+)"')
 
 
 def make_app(settings: Settings, send_decision: Any = None) -> Any:
@@ -42,3 +44,10 @@ def login(client: Any, username: str, password: str) -> str:
     resp = client.post("/login", data={"username": username, "password": password, "csrf_token": token})
     assert resp.status_code == 302, resp.get_data(as_text=True)
     return csrf_from(client.get("/").get_data(as_text=True))
+
+
+def media_src(html: str) -> str:
+    """The item page's media URL (its short-lived signed link), as a browser reads it."""
+    match = _MEDIA_SRC.search(html)
+    assert match, "no media on the page"
+    return unescape(match.group(1))

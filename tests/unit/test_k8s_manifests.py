@@ -44,6 +44,7 @@ EXPECTED_CONFIG = {
 # (kind, name) -> component label / container args.
 EXPECTED_WORKLOADS = {
     ("Deployment", "moderation-worker"): ("worker", ["worker"]),
+    ("Deployment", "moderation-appeals"): ("appeals", ["appeals"]),
     ("Deployment", "moderation-web"): ("web", ["web"]),
     ("Job", "moderation-db-upgrade"): ("migrate", ["db", "upgrade"]),
 }
