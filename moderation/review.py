@@ -152,14 +152,24 @@ def decide(
     return DecisionResult(decision, banked, DECIDED, withdrawn)
 
 
-def _check(item: Item, user: User, action: str, reason: str, reasons: Mapping[str, str]) -> Action:
-    """The chosen action, if this decision is allowed at all; else ReviewError."""
+def check_choice(action: str, reason: str, reasons: Mapping[str, str]) -> Action:
+    """The action, if it is one and ``reason`` is a known reason that goes with
+    it (whoever decides, whatever the item); else ReviewError."""
     try:
         chosen = Action(action)
     except ValueError:
         raise ReviewError(f"unknown action {action!r}; use remove, allow or escalate", 400) from None
     if reason not in reasons:
         raise ReviewError(f"unknown reason {reason!r}; use one of {', '.join(reasons)}", 400)
+    problem = policy.pairing_error(reason, chosen)
+    if problem:
+        raise ReviewError(problem, 400)
+    return chosen
+
+
+def _check(item: Item, user: User, action: str, reason: str, reasons: Mapping[str, str]) -> Action:
+    """The chosen action, if this decision is allowed at all; else ReviewError."""
+    chosen = check_choice(action, reason, reasons)
     if not queue.holds_live_claim(item, user):
         raise ReviewError("you do not hold a live claim on this item; claim it again with 'next'")
     first = item.first_review or {}
@@ -167,9 +177,6 @@ def _check(item: Item, user: User, action: str, reason: str, reasons: Mapping[st
         raise ReviewError("you gave this item its first review: a different moderator must decide it", 403)
     if (first.get("second") or {}).get("user_id") == user.id:
         raise ReviewError("you disagreed with this item's first review: a senior must decide it", 403)
-    problem = policy.pairing_error(reason, chosen)
-    if problem:
-        raise ReviewError(problem, 400)
     minor = reason == policy.SUSPECTED_MINOR
     if minor and chosen is Action.REMOVE and item.tier != Tier.RESTRICTED:
         # Moderators escalate; admins then act on it within their reporting process.

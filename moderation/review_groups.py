@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from moderation import policy, review
 from moderation.config import Settings
-from moderation.domain import Action, ItemState
+from moderation.domain import ItemState, Tier
 from moderation.storage import audit, groups, queue
 from moderation.storage.models import Item, ItemExclusion, User, utcnow
 
@@ -36,8 +36,10 @@ MAX_MEMBERS = 200
 HELD = "held by another moderator"
 OTHER_QUEUE = "in another queue"
 EXCLUDED = "not yours to decide (skipped, first reviewer or earlier decider)"
+OWN_REVIEW = "an appeal or second review, which needs its own look"
 LIMIT = "over the per-request limit"
-WHY_ORDER = (HELD, OTHER_QUEUE, EXCLUDED, LIMIT)
+WHY_ORDER = (HELD, OTHER_QUEUE, EXCLUDED, OWN_REVIEW, LIMIT)
+
 VERBS = {"remove": "removed", "allow": "allowed", "escalate": "escalated"}
 
 
@@ -84,14 +86,8 @@ def _items(n: int) -> str:
 
 def validate(action: str, reason: str, settings: Settings | None) -> None:
     """Refuse an unknown action or reason before anything is claimed."""
-    if action not in {a.value for a in review.ACTIONS}:
-        raise review.ReviewError(f"unknown action {action!r}; use remove, allow or escalate", 400)
     reasons = policy.reasons(settings.policy_reasons) if settings else review.REASONS
-    if reason not in reasons:
-        raise review.ReviewError(f"unknown reason {reason!r}; use one of {', '.join(reasons)}", 400)
-    problem = policy.pairing_error(reason, Action(action))
-    if problem:
-        raise review.ReviewError(problem, 400)
+    review.check_choice(action, reason, reasons)
 
 
 def decide_group(
@@ -158,6 +154,8 @@ def _decide_members(
         if member.id in outcome.decided_ids or member.state not in groups.OPEN_STATES:
             continue
         why = _left_alone_because(member, user, now, tiers, excluded, same_tier)
+        if why is None and member.id != item.id and _needs_own_review(member, item):
+            why = OWN_REVIEW
         if why is None and budget <= 0:
             why = LIMIT
         if why is not None:
@@ -179,9 +177,18 @@ def _decide_members(
             decision=outcome.action,
             reason=outcome.reason,
             outcome=result.outcome,
-            idempotency_key=result.decision.idempotency_key if result.decision else None,
+            idempotency_key=result.published.idempotency_key if result.published else None,
         )
         budget -= 1
+
+
+def _needs_own_review(member: Item, item: Item) -> bool:
+    """An appeal's statement is read on its own page, so appeals are never
+    decided along with another item; second reviews only along with another
+    second review (the one on screen, whose media and first review were seen)."""
+    if member.tier == Tier.APPEAL:
+        return True
+    return member.tier == Tier.SECOND_REVIEW and item.tier != Tier.SECOND_REVIEW
 
 
 def _left_alone_because(

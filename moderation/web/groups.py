@@ -58,7 +58,7 @@ def decide(
     except IntegrityError:  # a concurrent submit of the same decision won
         g.db.rollback()
         raise ReviewError("an item of this group was just decided by another request") from None
-    published = [(i, r.decision) for i, r in outcome.results if r.decision is not None]
+    published = [(i, r.published) for i, r in outcome.results if r.published is not None]
     for _item_id, decision in published:
         svc.metrics.decisions.labels(decision.action, decision.source).inc()
     if published:
@@ -92,7 +92,7 @@ def api_decision(item: Item, action: str, reason: str, note: str) -> Any:
         "left_alone": [{"id": i, "why": why} for i, why in outcome.left_alone],
     }
     _, first = outcome.results[0]
-    if first.decision is None:  # four eyes: held for a second review, or sent to seniors
+    if first.published is None:  # four eyes: held for a second review, or sent to seniors
         return jsonify(
             outcome=first.outcome, item_id=item.id, state=item.state, tier=item.tier, group=group
         ), 202

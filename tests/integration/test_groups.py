@@ -358,6 +358,53 @@ def test_api_decision_for_the_group_and_group_in_item_json(sessions, settings, c
     assert len(console.sent) == 4
 
 
+def test_four_eyes_holds_a_group_removal_for_a_second_review_then_confirms_it(sessions, db_url):
+    settings = load_settings(
+        {},
+        database_url=db_url,
+        secret_key="test-secret",
+        dev_mode=True,
+        media_allowed_hosts="127.0.0.1",
+        four_eyes_removals=True,
+    )
+    sent: list[tuple[bytes, bytes]] = []
+    app = make_app(settings, send_decision=lambda k, v: sent.append((k, v)))
+    ids = four_copies(sessions, settings)
+    add_user(sessions, "mo")
+    claim_for(sessions, ids[0], "mo")
+    auth = {"Authorization": "Basic " + base64.b64encode(b"mo:correct horse battery").decode()}
+    resp = app.test_client().post(
+        f"/api/v1/items/{ids[0]}/decision",
+        json={"action": "remove", "reason": "ncii", "apply_to_group": True},
+        headers=auth,
+    )
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert body["outcome"] == "first_review" and sorted(body["group"]["decided"]) == ids
+    with sessions() as s:
+        rows = s.execute(select(Item.state, Item.tier).where(Item.id.in_(ids))).all()
+        assert set(rows) == {("pending", "second_review")}
+        assert s.scalar(select(func.count()).select_from(Decision)) == 0
+        held = s.scalars(select(AuditRecord).where(AuditRecord.action == "group.decision")).all()
+        assert {r.item_id for r in held} == set(ids[1:])
+        assert all(r.details["idempotency_key"] is None for r in held)
+    assert sent == []  # nothing published before the second review
+    # A second moderator confirms the whole group from the item page.
+    c = app.test_client()
+    csrf = login(c, "bo", add_user(sessions, "bo"))
+    c.post("/next", data={"csrf_token": csrf})
+    theirs = held_by(sessions, "bo")
+    resp = c.post(
+        f"/items/{theirs}/decide",
+        data={"csrf_token": csrf, "action": "remove", "reason": "ncii", "apply_to_group": "1"},
+        follow_redirects=True,
+    )
+    assert f"Removed 4 items of group item:{ids[0]}." in resp.get_data(as_text=True)
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Decision).where(Decision.item_id.in_(ids))) == 4
+    assert len(sent) == 4
+
+
 # -- migration 0007 ------------------------------------------------------------------------------
 def test_migration_backfills_keys_of_open_items_and_goes_down(db_url):
     name = f"groups_migration_{uuid.uuid4().hex[:8]}"
@@ -391,3 +438,25 @@ def test_migration_backfills_keys_of_open_items_and_goes_down(db_url):
     finally:
         with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_appeals_and_second_reviews_are_never_decided_in_bulk(sessions, settings, console):
+    """An appeal's statement and a first reviewer's removal are read on the
+    item's own page: a group decision leaves such members alone."""
+    ids = four_copies(sessions, settings)
+    with sessions() as s:
+        s.get(Item, ids[2]).tier = "appeal"
+        s.get(Item, ids[3]).tier = "second_review"
+        s.commit()
+    c = console.app.test_client()
+    csrf = login(c, "sen", add_senior(sessions))
+    resp = c.post(
+        f"/groups/{ids[1]}/decide",
+        data={"csrf_token": csrf, "action": "allow", "reason": "not_violating", "member": ids},
+        follow_redirects=True,
+    )
+    text = resp.get_data(as_text=True)
+    assert "Allowed 2 items of group" in text and "needs its own look" in text
+    with sessions() as s:
+        states = dict(s.execute(select(Item.id, Item.state)).all())
+    assert [states[i] for i in ids] == ["decided", "decided", "pending", "pending"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import func, select
@@ -174,7 +175,7 @@ def test_every_post_form_on_every_page_carries_the_csrf_token(world, sessions):
         s.commit()
     client.post("/next", data={"csrf_token": csrf})  # the admin holds item 1: decision forms shown
     pages = ["/", "/items/1", "/admin/banks", "/admin/banks/alpha", "/admin/quarantine", "/admin/tokens"]
-    pages += ["/preferences", "/break"]
+    pages += ["/preferences", "/break", "/groups/1", "/queues", "/dashboard", "/audit", "/evidence"]
     forms = 0
     for page in pages:
         html = client.get(page).get_data(as_text=True)
@@ -278,3 +279,66 @@ def test_a_csrf_token_with_odd_characters_is_refused_not_a_500(world):
             "/api/v1/queue/claim", json={}, headers={"X-CSRF-Token": forged.encode().decode("latin-1")}
         )
         assert resp.status_code == 400 and resp.is_json
+
+
+def _seed_hostile_review_history(world: Any, sessions: Any) -> None:
+    """Item 1 with hostile content id, uploader, report reason and group key,
+    removed with a hostile note (evidence kept, put under a hold with a hostile
+    reason), appealed with a hostile statement, and carrying a hostile four-eyes
+    first review; claimed by the admin again."""
+    _seed_hostile_text(sessions)
+    with sessions() as s:
+        item = s.get(Item, 1)
+        assert item is not None
+        item.event = {"report_reason": SCRIPT + ATTR}
+        s.commit()
+    reset_claim(world, "ada")
+    client, csrf = session_client(world, "ada")
+    note = SCRIPT + ATTR
+    decided = client.post(
+        "/items/1/decide", data={"csrf_token": csrf, "action": "remove", "reason": "ncii", "note": note}
+    )
+    assert decided.status_code == 302
+    held = client.post("/evidence/1/hold", data={"csrf_token": csrf, "legal_hold": "on", "reason": note})
+    assert held.status_code == 302
+    appeal = {"appeal_id": ATTR, "item_id": 1, "statement": note, "submitted_by": SCRIPT}
+    opened = client.post("/api/v1/appeals", json=appeal, headers={"X-CSRF-Token": csrf})
+    assert opened.status_code == 201, opened.get_data(as_text=True)
+    with sessions() as s:
+        item = s.get(Item, 1)
+        assert item is not None
+        item.group_key = ATTR + SCRIPT
+        second = {"user_id": 0, "moderator": ATTR, "reason": SCRIPT, "note": ATTR}
+        first = {"user_id": 0, "moderator": SCRIPT, "reason": ATTR, "note": note}
+        item.first_review = {**first, "second": second}
+        s.commit()
+    reset_claim(world, "ada")
+
+
+def test_supplied_text_is_escaped_on_the_review_console_pages(world, sessions):
+    _seed_hostile_review_history(world, sessions)
+    client, _ = session_client(world, "ada")
+    paths = ["/items/1", "/groups/1", "/dashboard", "/evidence", "/evidence/1", "/break", "/preferences"]
+    paths += [f"/queues?view={v}" for v in ("waiting", "claimed", "escalated", "breached")]
+    paths += ["/audit", "/audit?" + urlencode({"actor": ATTR, "action": SCRIPT}), "/audit?item=" + ATTR]
+    shown = {}
+    for path in paths:
+        resp = client.get(path)
+        assert resp.status_code in (200, 400) and resp.mimetype == "text/html", path
+        shown[path] = html = resp.get_data(as_text=True)
+        for payload in PAYLOADS:
+            assert payload not in html, f"{path} shows {payload!r} unescaped"
+        assert "<img src=x" not in html and "<script>alert" not in html, path
+    escaped_script = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    escaped_attr = "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"
+    must_show = {
+        "/items/1": (escaped_script, escaped_attr),  # appeal statement and id, first review, group key
+        "/groups/1": (escaped_attr,),  # uploader, group key
+        "/evidence": (escaped_script,),  # content id, hold reason
+        "/evidence/1": (escaped_script, escaped_attr),  # manifest, note, custody details
+        "/queues?view=claimed": (escaped_script,),  # report reason
+        "/audit": (escaped_script, escaped_attr),  # notes, statements in the details
+    }
+    for path, fragments in must_show.items():
+        for fragment in fragments:
+            assert fragment in shown[path], f"{path} lacks {fragment!r}"
