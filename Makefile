@@ -61,7 +61,9 @@ browser-deps:
 up: $(STAMP)
 	$(VENV)/bin/moderation up
 
+# browser-deps first: on a fresh machine `make test` installs Chromium itself (as root).
 test: $(STAMP)
+	@$(MAKE) --no-print-directory browser-deps
 	$(VENV)/bin/python -m pytest
 
 clean:
