@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from moderation import policy
 from moderation.config import Settings
-from moderation.domain import Action, BankAction, EntrySpec, ItemState, Source, Tier
+from moderation.domain import Action, BankAction, EntrySpec, EntryStatus, ItemState, Source, Tier
 from moderation.storage import appeals, audit, banks, evidence, exchange_store, outbox, queue
 from moderation.storage.models import Appeal, Bank, BankEntry, Decision, Item, User, utcnow
 
@@ -109,8 +109,10 @@ def decide(
         four_eyes = settings is not None and settings.four_eyes_removals
         if four_eyes and first is None and would_add(session, bank, signals):
             return _hold_for_second_review(session, item, user, reason, note, appeal)
+        # A new confirmed removal revives entries an overturned appeal withdrew:
+        # it is a fresh human judgement that these hashes must be blocked.
         banked = banks.add_signals(
-            session, bank, signals, added_by=user.username, source_item_id=item.id, note=reason
+            session, bank, signals, added_by=user.username, source_item_id=item.id, note=reason, revive=True
         )
 
     extra: dict[str, Any] = {"restricted": restricted, "banked": banked}
@@ -296,8 +298,9 @@ def bank_signals(item: Item, pdq_min_quality: int) -> dict[str, str]:
 
 
 def would_add(session: Session, bank: Bank, signals: Mapping[str, str]) -> bool:
-    """Whether banking ``signals`` would add an entry ``bank`` does not have
-    (in any status: an existing entry is never re-added or revived)."""
+    """Whether banking ``signals`` would make an entry of ``bank`` active: a
+    hash it does not have, or one withdrawn (an overturned appeal) that a
+    confirmed removal revives. Disabled entries stay disabled (an admin's call)."""
     digests = set()
     for signal, value in signals.items():
         if value:
@@ -307,7 +310,11 @@ def would_add(session: Session, bank: Bank, signals: Mapping[str, str]) -> bool:
         return False
     present = set(
         session.scalars(
-            select(BankEntry.digest).where(BankEntry.bank_id == bank.id, BankEntry.digest.in_(digests))
+            select(BankEntry.digest).where(
+                BankEntry.bank_id == bank.id,
+                BankEntry.digest.in_(digests),
+                BankEntry.status != EntryStatus.WITHDRAWN.value,
+            )
         )
     )
     return bool(digests - present)

@@ -307,10 +307,15 @@ def add_signals(
     added_by: str,
     source_item_id: int | None = None,
     note: str = "",
+    revive: bool = False,
 ) -> int:
-    """Add one upload's signals (e.g. a moderator's confirmed removal)."""
+    """Add one upload's signals (e.g. a moderator's confirmed removal); returns
+    how many entries became active: added, plus withdrawn ones revived with ``revive``."""
     specs = [EntrySpec(signal, value, note=note) for signal, value in values.items() if value]
-    return add_entries(session, bank, specs, added_by=added_by, source_item_id=source_item_id).added
+    result = add_entries(
+        session, bank, specs, added_by=added_by, source_item_id=source_item_id, revive=revive
+    )
+    return result.added + result.revived
 
 
 def get_entry(session: Session, bank: Bank, entry_id: int) -> BankEntry:

@@ -121,6 +121,10 @@ def test_an_appeal_reopens_the_item_for_another_moderator(world, sessions, appea
     # A second appeal (a new appeal_id) keeps both earlier deciders away; a senior takes it.
     assert post_appeal(world, appeal_token, appeal_id="ap-2", item_id=item_id).status_code == 201
     assert lou.claim() is None and world.reviewer("sen").claim() == item_id
+    # Removed again: a fresh judgement, so the withdrawn hashes block copies again.
+    again = world.reviewer("sen").decide(item_id, "remove", "ncii")
+    assert again.status_code == 201 and again.get_json()["banked"] == 3
+    assert {e.status for e in world.confirmed_entries()} == {"active"}
 
 
 def test_the_same_appeal_id_again_changes_nothing(world, sessions, appeal_token):
