@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from moderation import policy
 from moderation.domain import REVIEW_ROLES, Role
 from moderation.review import ReviewError
-from moderation.storage import queue, queue_views
+from moderation.storage import audit, exposure, queue, queue_views
 from moderation.web import actions
 from moderation.web import groups as group_views
 from moderation.web.banks_api import is_unicode_text
@@ -67,7 +67,7 @@ def claim() -> Any:
         item = actions.claim_next()
     except actions.BreakDue as due:
         return jsonify(
-            error="break due: take a break and acknowledge it in the console (/break) before claiming more",
+            error="break due: take a break, then acknowledge it (POST /api/v1/break or the console's /break)",
             break_due=True,
             items_viewed=due.session.items_viewed,
             revealed_seconds=round(due.session.revealed_seconds or 0.0, 1),
@@ -77,10 +77,34 @@ def claim() -> Any:
     return jsonify(item_dict(item))
 
 
+@bp.get("/exposure")
+@login_required(api=True, roles=REVIEW_ROLES)
+def get_exposure() -> Any:
+    """The caller's exposure since their last break, and whether a break is due."""
+    current = exposure.current(g.db, g.user)
+    due = exposure.break_due(actions.exposure_limits(), current)
+    g.db.commit()
+    return jsonify(**exposure.summary(current), break_due=due)
+
+
+@bp.post("/break")
+@login_required(api=True, roles=REVIEW_ROLES)
+def take_break() -> Any:
+    """Acknowledge a break (as the console's /break does): the counts start again."""
+    fresh = exposure.take_break(g.db, g.user)
+    g.db.commit()
+    return jsonify(**exposure.summary(fresh), break_due=False)
+
+
 @bp.get("/items/<int:item_id>")
 @login_required(api=True, roles=REVIEW_ROLES)
 def get_item(item_id: int) -> Any:
-    return jsonify(item_dict(actions.visible_item(item_id)))
+    found = actions.visible_item(item_id)
+    # Viewed through the API is viewed: counted for breaks and audited like a page view.
+    exposure.record_view(g.db, g.user, found.id)
+    audit.record(g.db, g.user.username, "item.view", found.id, via="api")
+    g.db.commit()
+    return jsonify(item_dict(found))
 
 
 @bp.get("/items/<int:item_id>/media")

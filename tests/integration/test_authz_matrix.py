@@ -140,6 +140,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("api.reasons", "GET"): Route(f"{API}/reasons", "queue_api"),
     ("api.queue_stats", "GET"): Route(f"{API}/queue", "queue_api"),
     ("api.claim", "POST"): Route(f"{API}/queue/claim", "queue_api_review", {}),
+    ("api.get_exposure", "GET"): Route(f"{API}/exposure", "queue_api_review"),
+    ("api.take_break", "POST"): Route(f"{API}/break", "queue_api_review", {}),
     ("api.get_item", "GET"): Route(f"{API}{ITEM}", "queue_api_review"),
     ("api.get_media", "GET"): Route(f"{API}{ITEM}/media", "queue_api_review"),
     ("api.post_decision", "POST"): Route(

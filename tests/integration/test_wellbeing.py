@@ -237,6 +237,37 @@ def test_a_break_stops_the_queue_until_it_is_acknowledged(db_url, sessions):
     assert _next(client, csrf).endswith("/items/3")
 
 
+def test_api_clients_count_views_and_acknowledge_breaks_through_the_api(db_url, sessions):
+    """An API client's item reads count towards a break like page views (and
+    are audited); the break is acknowledged with POST /api/v1/break."""
+    app = _app(db_url, sessions, break_after_items=1)
+    add_user(sessions, "kim", role="moderator")
+    api = app.test_client()
+    basic = {"Authorization": "Basic " + base64.b64encode(f"kim:{PASSWORD}".encode()).decode()}
+    assert api.get("/api/v1/exposure", headers=basic).get_json()["break_due"] is False
+    claimed = api.post("/api/v1/queue/claim", json={}, headers=basic).get_json()
+    for _ in range(2):  # read twice: one item viewed
+        assert api.get(f"/api/v1/items/{claimed['id']}", headers=basic).status_code == 200
+    state = api.get("/api/v1/exposure", headers=basic).get_json()
+    assert state["items_viewed"] == 1 and state["break_due"] is True
+    decided = api.post(
+        f"/api/v1/items/{claimed['id']}/decision",
+        json={"action": "allow", "reason": "not_violating"},
+        headers=basic,
+    )
+    assert decided.status_code == 201
+    refused = api.post("/api/v1/queue/claim", json={}, headers=basic)
+    assert refused.status_code == 409 and "POST /api/v1/break" in refused.get_json()["error"]
+    fresh = api.post("/api/v1/break", json={}, headers=basic)
+    assert fresh.status_code == 200 and fresh.get_json()["items_viewed"] == 0
+    assert api.post("/api/v1/queue/claim", json={}, headers=basic).status_code == 200
+    with sessions() as s:
+        views = s.scalars(select(AuditRecord).where(AuditRecord.action == "item.view")).all()
+        breaks = s.scalars(select(AuditRecord).where(AuditRecord.action == "exposure.break")).all()
+    assert [v.details.get("via") for v in views] == ["api", "api"]
+    assert len(breaks) == 1 and breaks[0].details["items_viewed"] == 1
+
+
 def test_revealed_time_prompts_a_break_but_the_current_item_can_be_finished(db_url, sessions):
     app = _app(db_url, sessions, break_after_revealed_seconds=60, break_after_items=0)
     client, csrf = _client(app, sessions)
