@@ -1,9 +1,9 @@
 """The review queue: claiming items with leases, skipping, scheduling.
 
-Order (see queue_policy): the user's tiers one after another, most urgent
-queue first (``claimable_tiers``); within a tier, items near or past their SLA
-deadline (``due_at`` before now + ``SLA_NEAR_HOURS``), soonest deadline first,
-then everything by ``rank_at``. Each of these walks is a ``LIMIT 1`` scan of a
+Order (see queue_policy): first the items near or past their SLA deadline
+(``due_at`` before now + ``SLA_NEAR_HOURS``) of each of the user's tiers, most
+urgent queue first (``claimable_tiers``), soonest deadline first; then
+everything by ``rank_at``, tier after tier. Each of these walks is a ``LIMIT 1`` scan of a
 partial index of pending items (``ix_items_queue_due`` / ``ix_items_queue_rank``),
 so claiming costs the same with a thousand items waiting or a million
 (bench/claim_queue.py).
@@ -100,11 +100,13 @@ def claim_next_item(
         .exists()
     )
     # Every walk in order, in one statement: COALESCE stops at the first walk that
-    # finds an unlocked row, so later walks never run (nor lock anything).
+    # finds an unlocked row, so later walks never run (nor lock anything). The
+    # near-breach walks of all the user's queues come before any rank walk, so a
+    # flood in one queue (appeals, say) never makes another queue miss its SLA.
+    candidates = [_candidates(tier, user.id, near) for tier in tiers]
     walks = [
         walk.limit(1).with_for_update(skip_locked=True).scalar_subquery()
-        for tier in tiers
-        for walk in _candidates(tier, user.id, near)
+        for walk in [near_walk for near_walk, _ in candidates] + [rank_walk for _, rank_walk in candidates]
     ]
     claimed = session.execute(
         update(Item)

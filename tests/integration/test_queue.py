@@ -158,15 +158,28 @@ def test_the_report_reason_picks_the_sla(qsessions):
 )
 def test_tiers_are_served_in_the_roles_order(qsessions, role, expected):
     tiers = ["moderator", "appeal", "senior", "restricted", "second_review"]
-    # The lowest tier has the best rank and is even past its deadline: the tier still comes first.
+    # The lowest tier has the best rank: the more urgent queues still come first.
     ids = _add(qsessions, *[dict(tier=t, priority=100 if t == "moderator" else 0, age_h=0) for t in tiers])
-    with qsessions() as s:
-        s.get(Item, ids[0]).due_at = utcnow() - timedelta(hours=1)
-        s.commit()
     (u,) = _users(qsessions, ("u", role))
     with qsessions() as s:
         tier_of = {i: s.get(Item, i).tier for i in ids}
     assert [tier_of[i] for i in _drain(qsessions, u)] == expected
+
+
+def test_a_near_breach_item_comes_before_the_other_queues(qsessions):
+    """A flood of appeals or second reviews must not make the main queue miss
+    its SLA: near-breach items of every queue come before anything by rank."""
+    ids = _add(
+        qsessions,
+        dict(tier="appeal", priority=100, age_h=0),
+        dict(tier="second_review", priority=100, age_h=0),
+        dict(tier="moderator", priority=0, age_h=0),
+    )
+    with qsessions() as s:
+        s.get(Item, ids[2]).due_at = utcnow() + timedelta(hours=1)
+        s.commit()
+    (u,) = _users(qsessions, ("u", "moderator"))
+    assert _drain(qsessions, u) == [ids[2], ids[1], ids[0]]
 
 
 def test_items_without_rank_or_deadline_are_still_claimable(qsessions):
