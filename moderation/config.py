@@ -224,5 +224,10 @@ def _validate(s: Settings) -> None:
     if s.claim_lease_seconds < 10:
         raise ConfigError("CLAIM_LEASE_SECONDS must be at least 10")
     from moderation.policy import parse_reasons  # here: policy imports the domain types
+    from moderation.queue_policy import parse_sla_hours
 
     parse_reasons(s.policy_reasons)  # raises ConfigError naming POLICY_REASONS
+    try:  # at start-up, not when the worker schedules its first queued item
+        parse_sla_hours(s.sla_hours)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import lru_cache
+from types import MappingProxyType
 
 DEFAULT_KEY = "default"
 
@@ -36,6 +38,13 @@ def parse_sla_hours(text: str) -> dict[str, float]:
         table[key] = hours
     table.setdefault(DEFAULT_KEY, 48.0)
     return table
+
+
+@lru_cache(maxsize=8)
+def sla_table(text: str) -> Mapping[str, float]:
+    """``parse_sla_hours``, parsed once per distinct setting value (every queued
+    item is scheduled with it)."""
+    return MappingProxyType(parse_sla_hours(text))
 
 
 def sla_hours(table: Mapping[str, float], *reasons: str | None) -> float:

@@ -244,7 +244,7 @@ def schedule(item: Item, settings: Settings, now: datetime | None = None, restar
     start = now if restart_sla else item.created_at
     report = item.event.get("report_reason") if isinstance(item.event, dict) else None
     hours = queue_policy.sla_hours(
-        queue_policy.parse_sla_hours(settings.sla_hours),
+        queue_policy.sla_table(settings.sla_hours),
         report if isinstance(report, str) else None,
         item.reason,
     )

@@ -35,6 +35,7 @@ def test_environment_is_coerced():
         ({"AUTO_REMOVE_PDQ_DISTANCE": "40"}, "AUTO_REMOVE_PDQ_DISTANCE"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"MEDIA_MAX_BYTES": "-1"}, "MEDIA_MAX_BYTES"),
+        ({"SLA_HOURS": "ncii=soon"}, "SLA_HOURS"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
