@@ -59,6 +59,16 @@ def visible_item(item_id: int, for_update: bool = False) -> Item:
     return item
 
 
+def view_item(item_id: int, **details: object) -> Item:
+    """``visible_item`` for a person looking at it (the item page, an API read):
+    counted towards their next break and audited as ``item.view``."""
+    item = visible_item(item_id)
+    exposure.record_view(g.db, g.user, item.id)  # before this view's audit row: counts each item once
+    audit.record(g.db, g.user.username, "item.view", item.id, **details)
+    g.db.commit()
+    return item
+
+
 def may_see(item: Item) -> bool:
     if g.user.role == Role.ADMIN or queue.holds_live_claim(item, g.user):
         return True

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from moderation import policy
 from moderation.domain import REVIEW_ROLES, Role
 from moderation.review import ReviewError
-from moderation.storage import audit, exposure, queue, queue_views
+from moderation.storage import exposure, queue, queue_views
 from moderation.web import actions
 from moderation.web import groups as group_views
 from moderation.web.banks_api import is_unicode_text
@@ -99,12 +99,8 @@ def take_break() -> Any:
 @bp.get("/items/<int:item_id>")
 @login_required(api=True, roles=REVIEW_ROLES)
 def get_item(item_id: int) -> Any:
-    found = actions.visible_item(item_id)
     # Viewed through the API is viewed: counted for breaks and audited like a page view.
-    exposure.record_view(g.db, g.user, found.id)
-    audit.record(g.db, g.user.username, "item.view", found.id, via="api")
-    g.db.commit()
-    return jsonify(item_dict(found))
+    return jsonify(item_dict(actions.view_item(item_id, via="api")))
 
 
 @bp.get("/items/<int:item_id>/media")

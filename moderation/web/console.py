@@ -9,7 +9,7 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 from moderation import policy
 from moderation.domain import REVIEW_ROLES
 from moderation.review import FIRST_REVIEW, ReviewError
-from moderation.storage import appeals, audit, exposure, queue
+from moderation.storage import appeals, audit, queue
 from moderation.web import actions, media_links
 from moderation.web import groups as group_views
 from moderation.web.presenters import item_dict
@@ -51,10 +51,7 @@ def _claim_and_show() -> Any:
 @bp.get("/items/<int:item_id>")
 @login_required(roles=REVIEW_ROLES)
 def item(item_id: int) -> Any:
-    found = actions.visible_item(item_id)
-    exposure.record_view(g.db, g.user, found.id)  # before this view's audit row: counts each item once
-    audit.record(g.db, g.user.username, "item.view", found.id)
-    g.db.commit()
+    found = actions.view_item(item_id)
     return render_template(
         "item.html",
         item=item_dict(found),
