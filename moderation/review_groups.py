@@ -28,6 +28,7 @@ from moderation.domain import ItemState, Tier
 from moderation.storage import audit, groups, queue
 from moderation.storage.models import Item, ItemExclusion, User, utcnow
 
+DEFAULT_SETTINGS = Settings()  # the claim lease of members, when no settings are given
 # Members decided per request: a removal banks hashes and writes several rows
 # per item, so a huge group is decided in steps instead of one long transaction.
 MAX_MEMBERS = 200
@@ -112,7 +113,7 @@ def decide_group(
     """
     validate(action, reason, settings)
     now = now or utcnow()
-    lease_seconds = settings.claim_lease_seconds if settings else 300
+    lease_seconds = (settings or DEFAULT_SETTINGS).claim_lease_seconds
     key = item.group_key
     outcome = GroupDecision(key, action, reason)
     # "Apply to the group" stays in the item's queue (its tier before an escalation moves it).
@@ -153,9 +154,7 @@ def _decide_members(
     for member in members:
         if member.id in outcome.decided_ids or member.state not in groups.OPEN_STATES:
             continue
-        why = _left_alone_because(member, user, now, tiers, excluded, same_tier)
-        if why is None and member.id != item.id and _needs_own_review(member, item):
-            why = OWN_REVIEW
+        why = _left_alone_because(member, item, user, now, tiers, excluded, same_tier)
         if why is None and budget <= 0:
             why = LIMIT
         if why is not None:
@@ -193,6 +192,7 @@ def _needs_own_review(member: Item, item: Item) -> bool:
 
 def _left_alone_because(
     member: Item,
+    item: Item,
     user: User,
     now: datetime,
     tiers: tuple[str, ...],
@@ -211,6 +211,8 @@ def _left_alone_because(
         return OTHER_QUEUE
     if member.id in excluded or (member.first_review or {}).get("user_id") == user.id:
         return EXCLUDED
+    if member.id != item.id and _needs_own_review(member, item):
+        return OWN_REVIEW
     return None
 
 
