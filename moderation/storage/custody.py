@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -144,6 +144,5 @@ def verify_records(rows: Iterable[Mapping[str, Any]]) -> ChainCheck:
     return ChainCheck(True, count, prev)
 
 
-def verify(session: Session, item_id: int, rows: Sequence[CustodyRecord] | None = None) -> ChainCheck:
-    rows = records(session, item_id) if rows is None else rows
-    return verify_records(as_dict(r) for r in rows)
+def verify(session: Session, item_id: int) -> ChainCheck:
+    return verify_records(as_dict(r) for r in records(session, item_id))

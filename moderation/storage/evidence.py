@@ -68,28 +68,27 @@ def preserve(
     if media is None:
         stored = session.get(ItemMedia, item.id)
         media = (stored.data, stored.content_type) if stored is not None else None
+    key = evidence_crypto.load_key(settings)
+    nonce, content_type, media_sha256 = b"", "", ""
+    ciphertext: bytes | None = None  # none without media
+    if media is not None:
+        data, content_type = media
+        media_sha256 = hashlib.sha256(data).hexdigest()
+        nonce, ciphertext = evidence_crypto.encrypt(key, data, item.id, media_sha256)
     now = utcnow()
     evidence = Evidence(
         item_id=item.id,
         created_at=now,
-        nonce=b"",
-        ciphertext=None,
-        content_type="",
-        media_sha256="",
+        key_id=key.key_id,
+        nonce=nonce,
+        ciphertext=ciphertext,
+        content_type=content_type,
+        media_sha256=media_sha256,
+        manifest=build_manifest(item, decision, media, media_sha256, now),
         legal_hold=False,
         hold_reason="",
         retain_until=now + timedelta(days=settings.evidence_retention_days),
     )
-    key = evidence_crypto.load_key(settings)
-    evidence.key_id = key.key_id
-    if media is not None:
-        data, content_type = media
-        evidence.media_sha256 = hashlib.sha256(data).hexdigest()
-        evidence.content_type = content_type
-        evidence.nonce, evidence.ciphertext = evidence_crypto.encrypt(
-            key, data, item.id, evidence.media_sha256
-        )
-    evidence.manifest = build_manifest(item, decision, media, now)
     session.add(evidence)
     record = custody.append(
         session,
@@ -97,8 +96,8 @@ def preserve(
         actor,
         custody.PRESERVED,
         manifest_sha256=custody.digest(evidence.manifest),
-        ciphertext_sha256=_sha256(evidence.ciphertext),
-        media_sha256=evidence.media_sha256 or None,
+        ciphertext_sha256=_sha256(ciphertext),
+        media_sha256=media_sha256 or None,
         key_id=key.key_id,
         decision_id=decision.id,
         retain_until=custody.timestamp(evidence.retain_until),
@@ -115,8 +114,13 @@ def preserve(
 
 
 def build_manifest(
-    item: Item, decision: Decision, media: tuple[bytes, str] | None, preserved_at: datetime
+    item: Item,
+    decision: Decision,
+    media: tuple[bytes, str] | None,
+    media_sha256: str,
+    preserved_at: datetime,
 ) -> dict[str, Any]:
+    """``media_sha256``: the SHA-256 of ``media``'s bytes (already computed by the caller)."""
     return {
         "schema": MANIFEST_SCHEMA,
         "item_id": item.id,
@@ -149,7 +153,7 @@ def build_manifest(
         else {
             "content_type": media[1],
             "bytes": len(media[0]),
-            "sha256": hashlib.sha256(media[0]).hexdigest(),
+            "sha256": media_sha256,
         },
     }
 
@@ -185,15 +189,23 @@ def get(session: Session, item_id: int, lock: bool = False) -> Evidence:
 def verify(session: Session, evidence: Evidence) -> custody.ChainCheck:
     """The custody chain, and the stored manifest and ciphertext against the
     fingerprints its records last gave them."""
-    rows = custody.records(session, evidence.item_id)
-    check = custody.verify(session, evidence.item_id, rows)
+    return _verify(evidence, _chain(session, evidence.item_id))
+
+
+def _chain(session: Session, item_id: int) -> list[dict[str, Any]]:
+    return [custody.as_dict(r) for r in custody.records(session, item_id)]
+
+
+def _verify(evidence: Evidence, rows: list[dict[str, Any]]) -> custody.ChainCheck:
+    """``verify`` over ``rows``, the item's custody records as ``custody.as_dict`` gives them."""
+    check = custody.verify_records(rows)
     if not check.ok:
         return check
     recorded = {
-        name: (row.id, row.details[name])
+        name: (row["id"], row["details"][name])
         for row in rows
         for name in ("manifest_sha256", "ciphertext_sha256")
-        if name in row.details
+        if name in row["details"]
     }
     actual = {
         "manifest_sha256": custody.digest(evidence.manifest),
@@ -219,8 +231,8 @@ def open_case(session: Session, item_id: int, actor: str) -> Case:
     evidence = get(session, item_id, lock=True)
     custody.append(session, item_id, actor, custody.VIEWED)
     audit.record(session, actor, "evidence.view", item_id)
-    rows = [custody.as_dict(r) for r in custody.records(session, item_id)]
-    return Case(evidence, rows, verify(session, evidence))
+    rows = _chain(session, item_id)
+    return Case(evidence, rows, _verify(evidence, rows))
 
 
 def list_cases(
@@ -265,8 +277,8 @@ def export_case(session: Session, item_id: int, actor: str, settings: Settings) 
     """The case as a ZIP bundle (the media decrypted); the export is recorded
     with the bundle's SHA-256 after the chain it contains."""
     evidence = get(session, item_id, lock=True)
-    check = verify(session, evidence)
-    rows = [custody.as_dict(r) for r in custody.records(session, item_id)]
+    rows = _chain(session, item_id)
+    check = _verify(evidence, rows)
     media, note = None, ""
     if evidence.ciphertext is not None:
         data = evidence_crypto.decrypt(

@@ -104,9 +104,7 @@ def hold(item_id: int) -> Any:
 def export(item_id: int) -> Any:
     try:
         bundle = evidence.export_case(g.db, item_id, g.user.username, services().settings)
-    except NotFound as exc:
-        return _not_found(exc)
-    except RequestError as exc:  # the ciphertext does not decrypt with the configured key
+    except RequestError as exc:  # no such case (404), or its ciphertext does not decrypt (409)
         g.db.rollback()
         abort(exc.status, description=str(exc))
     g.db.commit()
