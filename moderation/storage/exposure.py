@@ -92,12 +92,12 @@ def clamp_seconds(seconds: float) -> float:
     return min(seconds, MAX_REPORT_SECONDS)
 
 
-def record_revealed(session: Session, user: User, seconds: float) -> float:
-    """Add a report of revealed seconds (clamped); returns what was counted.
+def record_revealed(exposure: ExposureSession, seconds: float) -> float:
+    """Add a report of revealed seconds (clamped) to the open session
+    (``current``); returns what was counted.
 
     The caller checks that the user may see the item the report is about."""
     counted = clamp_seconds(seconds)
-    exposure = current(session, user)
     exposure.revealed_seconds = (exposure.revealed_seconds or 0.0) + counted
     exposure.last_seen_at = utcnow()
     return counted

@@ -56,11 +56,8 @@ def _condition(view: str, now: datetime) -> ColumnElement[bool]:
 
 
 def _visible(include_restricted: bool) -> ColumnElement[bool]:
-    return (
-        Item.state.in_([PENDING, CLAIMED])
-        if include_restricted
-        else and_(Item.state.in_([PENDING, CLAIMED]), Item.tier != Tier.RESTRICTED.value)
-    )
+    open_ = Item.state.in_([PENDING, CLAIMED])
+    return open_ if include_restricted else and_(open_, Item.tier != Tier.RESTRICTED.value)
 
 
 def view_counts(session: Session, include_restricted: bool, now: datetime | None = None) -> dict[str, int]:

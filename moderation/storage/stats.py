@@ -218,10 +218,12 @@ def queue_bands(session: Session, now: datetime) -> tuple[list[BandCount], int, 
     return bands, claimed, oldest
 
 
-def decisions_per_hour(session: Session, start: datetime) -> list[HourCount]:
+def decisions_per_hour(
+    session: Session, start: datetime, window: ColumnElement[bool] | None
+) -> list[HourCount]:
     """Decisions per clock hour from ``start`` (an hour boundary) to now, moderators'
-    apart from automatic ones (hash matches, classifier)."""
-    window = _decisions_since(session, start)
+    apart from automatic ones (hash matches, classifier). ``window`` is
+    ``_decisions_since(session, start)``."""
     buckets = {start + timedelta(hours=h): [0, 0] for h in range(HOURS)}
     if window is not None:
         hour = _hour(session, Decision.created_at)
@@ -271,14 +273,16 @@ def sla_counts(session: Session, now: datetime, near_hours: float) -> SlaCounts:
     return SlaCounts(breached, near, near_hours, late, on_time)
 
 
-def moderator_rows(session: Session, start: datetime, now: datetime) -> list[ModeratorRow]:
-    """Per person who decided or worked (an exposure session) since ``start``."""
+def moderator_rows(
+    session: Session, start: datetime, now: datetime, window: ColumnElement[bool] | None
+) -> list[ModeratorRow]:
+    """Per person who decided or worked (an exposure session) since ``start``;
+    ``window`` is ``_decisions_since(session, start)``."""
     rows: dict[str, ModeratorRow] = {}
 
     def row(name: str) -> ModeratorRow:
         return rows.setdefault(name, ModeratorRow(name))
 
-    window = _decisions_since(session, start)
     if window is not None:
         hour = _hour(session, Decision.created_at)
         for name, _at, count in session.execute(
@@ -333,15 +337,16 @@ def dashboard(session: Session, near_hours: float, now: datetime | None = None) 
     now = now or datetime.now(UTC)
     start = hour_floor(now) - timedelta(hours=HOURS - 1)
     bands, claimed, oldest = queue_bands(session, now)
+    window = _decisions_since(session, start)  # one bisection for both of the 24-hour reads
     return Dashboard(
         now=now,
         window_start=start,
         bands=bands,
         claimed=claimed,
         oldest_pending_at=oldest,
-        hours=decisions_per_hour(session, start),
+        hours=decisions_per_hour(session, start, window),
         sla=sla_counts(session, now, near_hours),
-        moderators=moderator_rows(session, start, now),
+        moderators=moderator_rows(session, start, now, window),
     )
 
 

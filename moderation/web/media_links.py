@@ -20,6 +20,8 @@ from base64 import urlsafe_b64encode
 
 from flask import abort, current_app, g, request, url_for
 
+from moderation.web.services import services
+
 PURPOSE = b"moderation.media-link.v1"
 MISSING = "this media link is incomplete; reload the item page"
 EXPIRED = "this media link has expired; reload the item page"
@@ -57,7 +59,7 @@ def problem(
 # -- in a request -----------------------------------------------------------------------------
 def media_url(item_id: int) -> str:
     """A fresh signed media link of the current user for ``item_id``."""
-    seconds = current_app.extensions["moderation"].settings.media_link_seconds
+    seconds = services().settings.media_link_seconds
     params = link_params(current_app.secret_key or "", g.user.id, item_id, seconds, time.time())
     return url_for("console.media", item_id=item_id, exp=params["exp"], sig=params["sig"])
 

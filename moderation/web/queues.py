@@ -64,19 +64,20 @@ def queue_page() -> Any:
     audit.record(g.db, g.user.username, "queue.view", view=view, page=page)
     g.db.commit()
     pages = max(1, -(-counts[view] // PAGE_SIZE))
+    near_hours = services().settings.sla_near_hours
     return render_template(
         "queues.html",
         views=queue_views.VIEWS,
         view=view,
         counts=counts,
-        rows=[_row(r, now) for r in rows],
+        rows=[_row(r, now, near_hours) for r in rows],
         page=page,
         pages=pages,
-        near_hours=_near_hours(),
+        near_hours=near_hours,
     )
 
 
-def _row(row: queue_views.QueueRow, now: datetime) -> dict[str, Any]:
+def _row(row: queue_views.QueueRow, now: datetime, near_hours: float) -> dict[str, Any]:
     sla = queue_policy.seconds_left(row.due_at, now)
     lease = queue_policy.seconds_left(row.lease_expires_at, now)
     return {
@@ -88,12 +89,8 @@ def _row(row: queue_views.QueueRow, now: datetime) -> dict[str, Any]:
         "age": queue_policy.describe_duration(int((now - row.created_at).total_seconds())),
         "due_at": row.due_at.isoformat() if row.due_at else None,
         "sla_seconds_left": sla,
-        "near": queue_policy.is_near(row.due_at, now, _near_hours()),
+        "near": queue_policy.is_near(row.due_at, now, near_hours),
         "claimed_by": row.claimed_by,
         "lease_expires_at": row.lease_expires_at.isoformat() if row.lease_expires_at else None,
         "lease_left": queue_policy.describe_duration(lease) if lease is not None else None,
     }
-
-
-def _near_hours() -> float:
-    return services().settings.sla_near_hours

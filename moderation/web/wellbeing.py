@@ -137,12 +137,12 @@ def report_exposure() -> Any:
     if item_id is None or seconds is None or not item_id.is_integer() or not 0 < item_id < 2**63:
         return jsonify(error="item_id must be an item id and seconds a number"), 400
     item = g.db.get(Item, int(item_id))
+    current = exposure.current(g.db, g.user)
     counted = 0.0
     if item is not None and (
         actions.may_see(item) or exposure.viewed_since(g.db, g.user, item.id, utcnow() - RECENT_VIEW)
     ):
-        counted = exposure.record_revealed(g.db, g.user, seconds)
-    current = exposure.current(g.db, g.user)
+        counted = exposure.record_revealed(current, seconds)
     due = exposure.break_due(actions.exposure_limits(), current)
     g.db.commit()
     return jsonify(counted=round(counted, 3), break_due=due)
