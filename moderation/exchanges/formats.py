@@ -62,6 +62,7 @@ from typing import TextIO
 from moderation.domain import EntrySpec
 from moderation.errors import RequestError
 from moderation.hashing.signals import make_entry
+from moderation.spreadsheet import FORMULA_START, formula_safe
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def write_entries(
     for record in records:
         row = _export_row(record)
         if fmt == "csv":
-            writer.writerow([_cell("" if row[k] is None else row[k]) for k in EXPORT_FIELDS])
+            writer.writerow([formula_safe("" if row[k] is None else row[k]) for k in EXPORT_FIELDS])
         elif fmt == "jsonl":
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
         elif fmt == "te":
@@ -313,17 +314,8 @@ def _read_csv(stream: TextIO) -> Iterator[_Parsed]:
 # Spreadsheets run a cell that starts with one of these as a formula. Exported
 # CSV cells (notes and case ids come from outside) get a leading apostrophe,
 # which spreadsheets show as text and the importer removes again.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: object) -> object:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def _uncell(value: str) -> str:
-    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
 
 
 def _read_jsonl(stream: TextIO) -> Iterator[_Parsed]:

@@ -20,6 +20,7 @@ from typing import Any
 from flask import Blueprint, Response, g, render_template, request
 
 from moderation.domain import AUDIT_ROLES
+from moderation.spreadsheet import formula_safe
 from moderation.storage import audit, audit_search
 from moderation.storage.audit_search import AuditFilter
 from moderation.web.security import login_required
@@ -44,7 +45,6 @@ KNOWN_PREFIXES = (
     "audit",
 )
 CSV_COLUMNS = ("id", "at", "actor", "action", "item_id", "details")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 500  # CSV lines per chunk of the streamed export
 
 
@@ -132,8 +132,7 @@ def log_page() -> Any:
 def csv_cell(value: object) -> str:
     """Text for one CSV cell; a leading ``= + - @`` (or tab, carriage return)
     would make a spreadsheet evaluate it, so it gets an apostrophe first."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return str(formula_safe("" if value is None else str(value)))
 
 
 def csv_chunks(records: Iterator[Any]) -> Iterator[str]:
