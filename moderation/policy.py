@@ -78,13 +78,9 @@ def parse_reasons(text: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=8)
-def _cached(text: str) -> Mapping[str, str]:
-    return MappingProxyType(parse_reasons(text))
-
-
 def reasons(text: str) -> Mapping[str, str]:
     """The configured reasons (parsed once per distinct setting value)."""
-    return _cached(text)
+    return MappingProxyType(parse_reasons(text))
 
 
 def pairing_error(reason: str, action: Action) -> str | None:

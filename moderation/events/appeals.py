@@ -22,7 +22,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -43,8 +42,6 @@ MAX_RECORD_BYTES = 64 * 1024  # an appeal is a few fields and a statement of at 
 INITIAL_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 30.0
 ACTOR = "kafka:appeals"  # the audit log's actor for appeals read from the topic
-
-SendWithHeaders = Callable[..., None]
 
 
 class InvalidAppeal(InvalidInput):
@@ -68,7 +65,7 @@ class AppealConsumer:
         consumer: KafkaConsumer,
         sessions: sessionmaker[Session],
         settings: Settings,
-        send_dead_letter: SendWithHeaders,
+        send_dead_letter: deadletters.SendWithHeaders,
         metrics: Metrics,
     ) -> None:
         self.consumer = consumer

@@ -36,7 +36,6 @@ from moderation.storage.models import Appeal, Bank, BankEntry, Decision, Item, U
 FIELDS = frozenset({"appeal_id", "content_id", "item_id", "statement", "submitted_by"})
 MAX_ID = 200
 MAX_STATEMENT = 5000
-SOURCES = ("api", "kafka")
 
 
 @dataclass(frozen=True)
@@ -163,12 +162,7 @@ def find(session: Session, appeal_id: str) -> Appeal | None:
 def _locked_item(session: Session, request: AppealRequest) -> Item:
     """The appealed item, row-locked so two appeals of one item open one at a time."""
     item_id: int | None = request.item_id
-    if item_id is not None:
-        if request.content_id is not None:
-            found = session.scalar(select(Item.content_id).where(Item.id == item_id))
-            if found is not None and found != request.content_id:
-                raise RequestError(f"item {item_id} is not content {request.content_id!r}")
-    else:
+    if item_id is None:
         # A content id normally has one item; of several, the latest decided one.
         rows = session.execute(
             select(Item.id, Item.state).where(Item.content_id == request.content_id).order_by(Item.id.desc())
@@ -179,6 +173,8 @@ def _locked_item(session: Session, request: AppealRequest) -> Item:
     if item is None:
         what = f"item {request.item_id}" if request.item_id is not None else f"content {request.content_id!r}"
         raise NotFound(f"no {what} to appeal")
+    if request.content_id is not None and item.content_id != request.content_id:
+        raise RequestError(f"item {item.id} is not content {request.content_id!r}")
     return item
 
 
@@ -220,11 +216,18 @@ def open_appeal(session: Session, item: Item) -> Appeal | None:
     )
 
 
-def superseded_key(session: Session, appeal: Appeal) -> str | None:
-    """The idempotency key of the decision the appeal is against."""
+def previous_decision(session: Session, appeal: Appeal) -> Decision | None:
+    """The decision the appeal is against (loaded once per session: review.decide
+    asks for its key, then ``resolve`` for its action)."""
     if appeal.previous_decision_id is None:
         return None
-    return session.scalar(select(Decision.idempotency_key).where(Decision.id == appeal.previous_decision_id))
+    return session.get(Decision, appeal.previous_decision_id)
+
+
+def superseded_key(session: Session, appeal: Appeal) -> str | None:
+    """The idempotency key of the decision the appeal is against."""
+    previous = previous_decision(session, appeal)
+    return previous.idempotency_key if previous is not None else None
 
 
 def resolve(session: Session, appeal: Appeal, item: Item, decision: Decision, actor: str) -> int:
@@ -232,7 +235,7 @@ def resolve(session: Session, appeal: Appeal, item: Item, decision: Decision, ac
     removal withdraws the confirmed-bank entries it added. Returns how many."""
     appeal.resolved_at = utcnow()
     appeal.decision_id = decision.id
-    previous = session.get(Decision, appeal.previous_decision_id) if appeal.previous_decision_id else None
+    previous = previous_decision(session, appeal)
     overturned = previous is not None and previous.action == Action.REMOVE and decision.action == Action.ALLOW
     withdrawn = withdraw_overturned(session, item, actor, appeal.appeal_id) if overturned else 0
     audit.record(
@@ -278,7 +281,7 @@ def appeal_view(session: Session, item: Item) -> dict[str, Any] | None:
     appeal = open_appeal(session, item)
     if appeal is None:
         return None
-    previous = session.get(Decision, appeal.previous_decision_id) if appeal.previous_decision_id else None
+    previous = previous_decision(session, appeal)
     return {
         "appeal_id": appeal.appeal_id,
         "statement": appeal.statement,

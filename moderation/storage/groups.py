@@ -237,9 +237,7 @@ def size(session: Session, item: Item) -> int:
 
 def summary(session: Session | None, item: Item) -> dict[str, Any]:
     """``{"key", "size"}`` for the item's JSON and page."""
-    if session is None or item.group_key is None:
-        return {"key": item.group_key, "size": 1}
-    return {"key": item.group_key, "size": size(session, item)}
+    return {"key": item.group_key, "size": 1 if session is None else size(session, item)}
 
 
 def lock_open_members(

@@ -158,7 +158,7 @@ def _member_rows(item: Item) -> list[dict[str, Any]]:
         members += [
             m for m in found if m.id != item.id and (m.tier != Tier.RESTRICTED or g.user.role == Role.ADMIN)
         ]
-    policy = groups.GroupPolicy.of(services().settings)
+    grouping = groups.GroupPolicy.of(services().settings)
     now = utcnow()
     holders = _usernames({m.claimed_by for m in members if m.claimed_by is not None})
     tiers = queue.claimable_tiers(g.user.role)
@@ -170,7 +170,7 @@ def _member_rows(item: Item) -> list[dict[str, Any]]:
             {
                 "id": m.id,
                 "this": m.id == item.id,
-                "similarity": _similarity(item, m, policy),
+                "similarity": _similarity(item, m, grouping),
                 "uploader_id": m.uploader_id,
                 "age": _age(m.created_at, now),
                 "state": m.state,
@@ -184,7 +184,7 @@ def _member_rows(item: Item) -> list[dict[str, Any]]:
     return rows
 
 
-def _similarity(item: Item, member: Item, policy: groups.GroupPolicy) -> str:
+def _similarity(item: Item, member: Item, grouping: groups.GroupPolicy) -> str:
     if member.id == item.id:
         return "this item"
     parts = []
@@ -194,7 +194,7 @@ def _similarity(item: Item, member: Item, policy: groups.GroupPolicy) -> str:
         match = next((m for m in member.matches or [] if str(m.get("entry_id")) == entry), None)
         if match is not None:
             parts.append(f"same bank entry ({match.get('signal')}, distance {match.get('distance')})")
-    copy = groups.similarity(item, member, policy)
+    copy = groups.similarity(item, member, grouping)
     if copy is not None:
         parts.append("identical file" if copy.same_file else f"PDQ distance {copy.distance}")
     return "; ".join(parts) or "grouped with it"

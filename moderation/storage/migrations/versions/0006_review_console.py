@@ -23,11 +23,13 @@ branch_labels = None
 depends_on = None
 
 UTC_DT = moderation.storage.models.UTCDateTime
+BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # ids: SQLite's INTEGER autoincrements
 PENDING = sa.text("state = 'pending'")
 # The defaults of PRIORITY_POINT_MINUTES and SLA_HOURS when this migration was written.
 POINT = timedelta(minutes=15)
 SLA = timedelta(hours=48)
 APPEND_ONLY = ("audit_log", "custody_records")
+BACKFILL_BATCH = 5000
 
 
 def upgrade() -> None:
@@ -61,8 +63,8 @@ def upgrade() -> None:
 
     op.create_table(
         "item_exclusions",
-        sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("item_id", BIG_ID, nullable=False),
+        sa.Column("user_id", BIG_ID, nullable=False),
         sa.Column("why", sa.String(20), nullable=False),
         sa.Column("at", UTC_DT(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["item_id"], ["items.id"], ondelete="CASCADE"),
@@ -71,10 +73,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "exposure_sessions",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
-        sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("user_id", BIG_ID, nullable=False),
         sa.Column("started_at", UTC_DT(timezone=True), nullable=False),
         sa.Column("last_seen_at", UTC_DT(timezone=True), nullable=False),
         sa.Column("items_viewed", sa.Integer(), nullable=False),
@@ -87,11 +87,9 @@ def upgrade() -> None:
     op.create_index("ix_exposure_sessions_user", "exposure_sessions", ["user_id", "ended_at"])
     op.create_table(
         "appeals",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", BIG_ID, autoincrement=True, nullable=False),
         sa.Column("appeal_id", sa.String(200), nullable=False),
-        sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("item_id", BIG_ID, nullable=False),
         sa.Column("source", sa.String(20), nullable=False),
         sa.Column("submitted_by", sa.String(200), nullable=False),
         sa.Column("statement", sa.Text(), nullable=False),
@@ -106,7 +104,7 @@ def upgrade() -> None:
     op.create_index("ix_appeals_item_id", "appeals", ["item_id"])
     op.create_table(
         "evidence",
-        sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("item_id", BIG_ID, nullable=False),
         sa.Column("created_at", UTC_DT(timezone=True), nullable=False),
         sa.Column("key_id", sa.String(32), nullable=False),
         sa.Column("nonce", sa.LargeBinary(), nullable=False),
@@ -124,10 +122,8 @@ def upgrade() -> None:
     op.create_index("ix_evidence_retain_until", "evidence", ["retain_until"])
     op.create_table(
         "custody_records",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
-        sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("item_id", BIG_ID, nullable=False),
         sa.Column("at", UTC_DT(timezone=True), nullable=False),
         sa.Column("actor", sa.String(100), nullable=False),
         sa.Column("action", sa.String(50), nullable=False),
@@ -162,13 +158,20 @@ def _backfill_queue_order() -> None:
             items.c.state.in_(["pending", "claimed"])
         )
     ).all()
-    for item_id, priority, created in rows:
-        created = created or datetime.now(UTC)
-        conn.execute(
-            items.update()
-            .where(items.c.id == item_id)
-            .values(rank_at=created - (priority or 0) * POINT, due_at=created + SLA)
-        )
+    # One executemany per batch, not a round trip per open item.
+    update = (
+        items.update()
+        .where(items.c.id == sa.bindparam("item_id"))
+        .values(rank_at=sa.bindparam("rank"), due_at=sa.bindparam("due"))
+    )
+    for start in range(0, len(rows), BACKFILL_BATCH):
+        values = []
+        for item_id, priority, created in rows[start : start + BACKFILL_BATCH]:
+            created = created or datetime.now(UTC)
+            values.append(
+                {"item_id": item_id, "rank": created - (priority or 0) * POINT, "due": created + SLA}
+            )
+        conn.execute(update, values)
 
 
 def _forbid_changes(table: str) -> None:
