@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.config import Settings
 from moderation.errors import InvalidInput, RequestError, TransientError
+from moderation.events.kafka import BrokerUnavailable
 from moderation.metrics import Metrics
 from moderation.storage import appeals, deadletters
 
@@ -106,7 +107,8 @@ class AppealConsumer:
                 for later_tp, later in pending[index + 1 :]:
                     self._rewind(later_tp, later[0].offset)
                 if failure is not None:
-                    self._back_off(failure, "broker" if isinstance(failure, KafkaError) else "database")
+                    broker = isinstance(failure, KafkaError | BrokerUnavailable)  # a dead letter not produced
+                    self._back_off(failure, "broker" if broker else "database")
                 return handled
         self._backoff = 0.0
         return handled

@@ -31,6 +31,7 @@ from moderation.config import Settings
 from moderation.domain import Action, EntryStatus, ItemState, Source, Tier
 from moderation.errors import Conflict, NotFound, RequestError
 from moderation.storage import audit, banks, queue
+from moderation.storage.db import is_unicode_text
 from moderation.storage.models import Appeal, Bank, BankEntry, Decision, Item, User, utcnow
 
 FIELDS = frozenset({"appeal_id", "content_id", "item_id", "statement", "submitted_by"})
@@ -61,6 +62,8 @@ def _text(body: Mapping[str, Any], name: str, limit: int, required: bool = False
         return None
     if not isinstance(value, str) or "\x00" in value or len(value) > limit:
         raise RequestError(f"{name} must be a string of at most {limit} characters")
+    if not is_unicode_text(value):  # a lone surrogate: no database column can store it
+        raise RequestError(f"{name} must be valid Unicode text")
     value = value.strip()
     if required and not value:
         raise RequestError(f"{name} is required")

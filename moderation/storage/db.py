@@ -15,6 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def is_unicode_text(value: str) -> bool:
+    """False for lone surrogates (JSON "\\ud800"), which no database column can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def normalise_url(url: str) -> str:
     # Accept the plain libpq form operators paste; we always drive psycopg 3.
     for prefix in ("postgresql://", "postgres://"):

@@ -16,9 +16,9 @@ from moderation import policy
 from moderation.domain import REVIEW_ROLES, Role
 from moderation.review import ReviewError
 from moderation.storage import exposure, queue, queue_views
+from moderation.storage.db import is_unicode_text
 from moderation.web import actions
 from moderation.web import groups as group_views
-from moderation.web.banks_api import is_unicode_text
 from moderation.web.presenters import item_dict
 from moderation.web.security import login_required
 from moderation.web.services import services

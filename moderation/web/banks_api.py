@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from moderation.domain import SIGNAL_TYPES, EntrySpec, EntryStatus
 from moderation.errors import Forbidden, NotFound, RequestError
 from moderation.storage import banks, flood
+from moderation.storage.db import is_unicode_text
 from moderation.storage.models import Bank
 from moderation.web.security import api_access
 
@@ -104,15 +105,6 @@ def str_field(
     if not is_unicode_text(value):
         raise RequestError(f"{where}{key} must be valid Unicode text")
     return value
-
-
-def is_unicode_text(value: str) -> bool:
-    """False for lone surrogates (JSON "\\ud800"), which no database column can store."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def validated_specs(items: object, build: Any, field: str = "entries") -> list[EntrySpec]:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from moderation.config import load_settings
 from moderation.events.appeals import AppealConsumer
+from moderation.events.kafka import BrokerUnavailable
 from moderation.metrics import Metrics
 from moderation.storage import appeals, tokens
 from moderation.storage.models import Appeal, AuditRecord, DeadLetter, Decision, Item, ItemExclusion, User
@@ -204,6 +205,11 @@ def test_appeals_that_cannot_be_applied(world, sessions, appeal_token):
     assert status(appeal_id="a", item_id=True)[1] == "item_id must be a positive integer"
     assert status(appeal_id="a", item_id=decided, statement="x" * 5001)[0] == 400
     assert status(appeal_id="a", item_id=decided, reason="x")[0] == 400  # unknown field
+    # A lone surrogate no database can store: refused, never a 500.
+    assert status(appeal_id="a", item_id=decided, statement="x\ud800y") == (
+        400,
+        "statement must be valid Unicode text",
+    )
     assert count(sessions, Appeal) == 0 and world.item(decided).state == "decided"
 
 
@@ -310,6 +316,15 @@ def test_consumed_appeals_reopen_once_and_bad_ones_are_dead_lettered(world, sess
     )
 
 
+def test_a_record_with_a_lone_surrogate_is_dead_lettered_not_fatal(world, sessions):
+    removed_by(world, "mo")
+    poison = Record(json.dumps({"appeal_id": "k-\ud800", "content_id": "c1"}).encode())
+    consumer, dead, _ = make_consumer(world, [])
+    assert consumer.handle(poison) == "invalid"
+    assert dead[0][2]["error_message"] == b"appeal_id must be valid Unicode text"
+    assert count(sessions, Appeal) == 0
+
+
 def test_a_database_outage_rewinds_and_commits_nothing(world, sessions, monkeypatch):
     item_id = removed_by(world, "mo")
     records = [
@@ -341,3 +356,19 @@ def test_a_database_outage_rewinds_and_commits_nothing(world, sessions, monkeypa
             == 1
         )
     assert count(sessions, Item) == 1
+
+
+def test_a_dead_letter_the_broker_does_not_take_is_retried_as_a_broker_outage(world, sessions, monkeypatch):
+    bad = Record(b"{not json", offset=4)
+    consumer, _, metrics = make_consumer(world, [bad])
+
+    def broker_away(*_args: Any) -> None:
+        raise BrokerUnavailable("dead letter not acknowledged")
+
+    consumer.send_dead_letter = broker_away  # type: ignore[assignment]
+    monkeypatch.setattr(consumer.stop_event, "wait", lambda _s: False)  # no real backoff sleep
+    fake: Any = consumer.consumer
+    assert consumer.poll_once() == 0
+    assert (fake.commits, fake.seeks) == ([], [4])  # handed back for a retry
+    retries = metrics.registry.get_sample_value("moderation_transient_errors_total", {"dependency": "broker"})
+    assert retries == 1.0
