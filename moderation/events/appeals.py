@@ -31,7 +31,7 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.config import Settings
-from moderation.errors import InvalidInput, RequestError, TransientError
+from moderation.errors import InvalidInput, ModerationError, RequestError, TransientError
 from moderation.events.kafka import BrokerUnavailable
 from moderation.metrics import Metrics
 from moderation.storage import appeals, deadletters
@@ -127,7 +127,8 @@ class AppealConsumer:
         return len(records), None
 
     def handle(self, record: Any) -> str:
-        """Give one record its durable outcome: reopened, duplicate or invalid."""
+        """Give one record its durable outcome: reopened, duplicate, invalid (a dead
+        letter) or failed (an unexpected error of this record's: a dead letter too)."""
         appeal_id: str | None = None
         try:
             request = parse_record(record)
@@ -140,12 +141,21 @@ class AppealConsumer:
         except RequestError as exc:  # invalid, unknown item, not decided: never retried
             self._dead_letter(record, InvalidAppeal(str(exc)), appeal_id)
             outcome = "invalid"
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # Anything else is this record's own problem: a dead letter, not a consumer
+            # that stops on the same record at every redelivery (as the worker does).
+            if not isinstance(exc, DBAPIError):
+                log.exception("unexpected error handling an appeal", extra={"appeal_id": appeal_id})
+            self._dead_letter(record, deadletters.unexpected_failure(exc), appeal_id)
+            outcome = "failed"
         self.metrics.appeals.labels("kafka", outcome).inc()
         return outcome
 
-    def _dead_letter(self, record: Any, error: InvalidAppeal, appeal_id: str | None) -> None:
+    def _dead_letter(self, record: Any, error: ModerationError, appeal_id: str | None) -> None:
         log.error(
-            "invalid appeal dead-lettered: %s",
+            "appeal dead-lettered: %s",
             error,
             extra={"appeal_id": appeal_id, "partition": record.partition, "offset": record.offset},
         )

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.classify import Scores
 from moderation.config import Settings
-from moderation.errors import FatalError, InvalidInput, ModerationError, ProcessingFailed, TransientError
+from moderation.errors import FatalError, InvalidInput, ModerationError, TransientError
 from moderation.events.kafka import BrokerUnavailable
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
@@ -449,11 +449,9 @@ class Worker:
             return exc
         if isinstance(exc, FatalError) or is_transient(exc):
             raise exc
-        if isinstance(exc, DBAPIError):
-            # Never log or forward the statement's parameters: they hold media bytes.
-            return ProcessingFailed(f"database refused the outcome: {type(exc.orig).__name__}")
-        log.exception("unexpected error handling a record", extra={"event_id": event_id}, exc_info=exc)
-        return ProcessingFailed(f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, DBAPIError):
+            log.exception("unexpected error handling a record", extra={"event_id": event_id}, exc_info=exc)
+        return deadletters.unexpected_failure(exc)
 
     def _persist(self, analysis: Analysis) -> tuple[int, str, list[int]]:
         """Store one outcome (item, automatic decision in the outbox, flood counts);

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation.errors import ModerationError
+from moderation.errors import ModerationError, ProcessingFailed
 from moderation.storage.models import DeadLetter, utcnow
 
 # Kafka's default message limit is 1 MiB. Headers are capped (error message 1000
@@ -24,6 +24,15 @@ MAX_KEY_BYTES = 4 * 1024
 TRUNCATED_VALUE_BYTES = 64 * 1024
 
 SendWithHeaders = Callable[[bytes, bytes, Sequence[tuple[str, bytes]]], None]
+
+
+def unexpected_failure(exc: Exception) -> ProcessingFailed:
+    """A record's unexpected, non-transient error as the failure its dead letter
+    carries, so that one poison record cannot stop a consumer for good."""
+    if isinstance(exc, DBAPIError):
+        # Never log or forward the statement's parameters: they may hold media bytes.
+        return ProcessingFailed(f"database refused the outcome: {type(exc.orig).__name__}")
+    return ProcessingFailed(f"{type(exc).__name__}: {exc}")
 
 
 def find(session: Session, record: Any) -> DeadLetter | None:

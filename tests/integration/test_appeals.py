@@ -372,3 +372,26 @@ def test_a_dead_letter_the_broker_does_not_take_is_retried_as_a_broker_outage(wo
     assert (fake.commits, fake.seeks) == ([], [4])  # handed back for a retry
     retries = metrics.registry.get_sample_value("moderation_transient_errors_total", {"dependency": "broker"})
     assert retries == 1.0
+
+
+def test_an_unexpected_error_dead_letters_the_record_instead_of_stopping_the_consumer(
+    world, sessions, monkeypatch
+):
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug met this record")
+
+    monkeypatch.setattr(appeals, "submit", broken)
+    record = Record(json.dumps({"appeal_id": "k-7", "content_id": "c1"}).encode(), offset=8)
+    consumer, dead, metrics = make_consumer(world, [record])
+    assert consumer.poll_once() == 1
+    assert consumer.consumer.commits == [9]  # type: ignore[attr-defined]
+    with sessions() as s:
+        row = s.scalars(select(DeadLetter)).one()
+    assert (row.error_class, row.event_id) == ("processing_failed", "k-7")
+    assert dead[0][2]["error_message"] == b"RuntimeError: a bug met this record"
+    assert (
+        metrics.registry.get_sample_value(
+            "moderation_appeals_total", {"source": "kafka", "outcome": "failed"}
+        )
+        == 1.0
+    )
