@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from moderation import policy
 from moderation.config import Settings
 from moderation.domain import Action, BankAction, EntrySpec, EntryStatus, ItemState, Source, Tier
-from moderation.storage import appeals, audit, banks, evidence, exchange_store, outbox, queue
+from moderation.storage import appeals, audit, banks, evidence, exchange_store, groups, outbox, queue
 from moderation.storage.models import Appeal, Bank, BankEntry, Decision, Item, User, utcnow
 
 # The built-in reasons; the console and API show the configured ones (policy.reasons).
@@ -133,6 +133,7 @@ def decide(
     item.lease_expires_at = None
     item.decided_at = utcnow()
     item.first_review = None
+    groups.forget(session, [item.id])  # a decided item no longer gathers near-duplicates
     if not restricted:
         exchange_store.queue_feedback(session, item, blocked=chosen is Action.REMOVE)
     withdrawn = 0

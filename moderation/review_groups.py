@@ -132,7 +132,6 @@ def decide_group(
         # A group of one: the bulk form can still decide the item itself.
         members = [session.get(Item, item.id, with_for_update=True, populate_existing=True) or item]
         _decide_members(session, outcome, members, user, note, settings, lease_seconds, now, None, item)
-    groups.forget(session, outcome.decided_ids)
     return outcome
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from moderation import review
 from moderation.domain import Role, Tier
-from moderation.storage import audit, exposure, groups, queue
+from moderation.storage import audit, exposure, queue
 from moderation.storage.models import ExposureSession, Item, ItemMedia
 from moderation.web.services import services
 
@@ -90,7 +90,6 @@ def media_response(item: Item) -> Response:
 def decide(item: Item, action: str, reason: str, note: str = "") -> review.DecisionResult:
     svc = services()
     result = review.decide(g.db, item, g.user, action, reason, note, settings=svc.settings)
-    groups.forget(g.db, [item.id])  # a decided item no longer gathers near-duplicates
     try:
         g.db.commit()
     except IntegrityError:  # a concurrent submit of the same decision won
