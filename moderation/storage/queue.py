@@ -242,14 +242,16 @@ def schedule(item: Item, settings: Settings, now: datetime | None = None, restar
     if item.created_at is None:  # not inserted yet: it arrives now, and its deadline counts from then
         item.created_at = now
     start = now if restart_sla else item.created_at
-    report = item.event.get("report_reason") if isinstance(item.event, dict) else None
-    hours = queue_policy.sla_hours(
-        queue_policy.sla_table(settings.sla_hours),
-        report if isinstance(report, str) else None,
-        item.reason,
-    )
+    table = queue_policy.sla_table(settings.sla_hours)
+    hours = queue_policy.sla_hours(table, report_reason(item), item.reason)
     item.due_at = queue_policy.due_at(start, hours)
     item.rank_at = queue_policy.rank_at(start, item.priority or 0, settings.priority_point_minutes)
+
+
+def report_reason(item: Item) -> str | None:
+    """The upload event's optional ``report_reason`` (why the platform sent it), if a string."""
+    report = item.event.get("report_reason") if isinstance(item.event, dict) else None
+    return report if isinstance(report, str) else None
 
 
 def exclude(session: Session, item_id: int, user_id: int, why: str) -> None:

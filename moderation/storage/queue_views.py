@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from moderation.domain import ItemState, Tier
 from moderation.storage.models import Item, User, utcnow
+from moderation.storage.queue import report_reason
 
 VIEWS = ("waiting", "claimed", "escalated", "breached")
 ESCALATED_TIERS = (Tier.SENIOR.value, Tier.RESTRICTED.value)
@@ -97,14 +98,13 @@ def view_rows(
     result = []
     for item, username in rows:
         live = item.state == CLAIMED and item.lease_expires_at is not None and item.lease_expires_at >= now
-        report = item.event.get("report_reason") if isinstance(item.event, dict) else None
         result.append(
             QueueRow(
                 id=item.id,
                 tier=item.tier,
                 priority=item.priority,
                 reason=item.reason,
-                report_reason=report if isinstance(report, str) else None,
+                report_reason=report_reason(item),
                 state=CLAIMED if live else PENDING,
                 created_at=item.created_at,
                 due_at=item.due_at,
