@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.config import Settings
 from moderation.errors import InvalidInput, ModerationError, RequestError, TransientError
-from moderation.events.kafka import BrokerUnavailable
+from moderation.events.kafka import BrokerUnavailable, rewind
 from moderation.metrics import Metrics
 from moderation.storage import appeals, deadletters
 
@@ -103,9 +103,9 @@ class AppealConsumer:
                 self._commit(tp, records[done - 1].offset + 1)
             if done < len(records):
                 # Hand back what has no outcome yet, here and in the partitions after it.
-                self._rewind(tp, records[done].offset)
+                rewind(self.consumer, tp, records[done].offset)
                 for later_tp, later in pending[index + 1 :]:
-                    self._rewind(later_tp, later[0].offset)
+                    rewind(self.consumer, later_tp, later[0].offset)
                 if failure is not None:
                     broker = isinstance(failure, KafkaError | BrokerUnavailable)  # a dead letter not produced
                     self._back_off(failure, "broker" if broker else "database")
@@ -172,14 +172,6 @@ class AppealConsumer:
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             # The partition moved: its next owner redelivers, and appeals are idempotent.
             log.warning("appeal offset commit skipped after a rebalance: %s", exc)
-
-    def _rewind(self, tp: TopicPartition, offset: int) -> None:
-        if tp not in self.consumer.assignment():
-            return  # revoked: the next owner starts from the committed offset
-        try:
-            self.consumer.seek(tp, offset)
-        except (ValueError, IllegalStateError) as exc:
-            log.warning("could not rewind appeals partition %s: %s", tp.partition, exc)
 
     def _back_off(self, exc: BaseException, dependency: str) -> None:
         self._backoff = min(max(self._backoff * 2, INITIAL_BACKOFF_S), MAX_BACKOFF_S)

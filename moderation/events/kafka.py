@@ -8,7 +8,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import IllegalStateError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from moderation.config import Settings
 from moderation.errors import ConfigError, FatalError, TransientError
@@ -126,3 +126,15 @@ def ensure_topics(settings: Settings, partitions: int = 3) -> None:
                 pass
     finally:
         admin.close()
+
+
+def rewind(consumer: KafkaConsumer, tp: Any, offset: int) -> None:
+    """Hand records back: the consumer's next poll returns them again from
+    ``offset`` (if the partition is still its own; a revoked partition's next
+    owner starts from the committed offset)."""
+    if tp not in consumer.assignment():
+        return
+    try:
+        consumer.seek(tp, offset)
+    except (ValueError, IllegalStateError) as exc:  # revoked meanwhile
+        log.warning("could not rewind partition %s: %s", tp.partition, exc)

@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation.classify import Scores
 from moderation.config import Settings
 from moderation.errors import FatalError, InvalidInput, ModerationError, TransientError
-from moderation.events.kafka import BrokerUnavailable
+from moderation.events.kafka import BrokerUnavailable, rewind
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
 from moderation.pipeline import Analysis, Pipeline, Prepared
@@ -180,10 +180,10 @@ class Worker:
         for index, (tp, records) in enumerate(pending):
             handled, carry_on = self._handle_partition(tp, records)
             if handled < len(records):
-                self._rewind(tp, records[handled].offset)
+                rewind(self.consumer, tp, records[handled].offset)
             if not carry_on:
                 for later_tp, later in pending[index + 1 :]:
-                    self._rewind(later_tp, later[0].offset)
+                    rewind(self.consumer, later_tp, later[0].offset)
                 return
 
     def _handle_partition(self, tp: TopicPartition, records: list[Any]) -> tuple[int, bool]:
@@ -231,15 +231,6 @@ class Worker:
             self._enter_outage(exc, "broker")
             return False
 
-    def _rewind(self, tp: TopicPartition, offset: int) -> None:
-        """Hand records back: the next poll returns them again (if still ours)."""
-        if tp not in self.consumer.assignment():
-            return  # revoked: its next owner starts from the committed offset
-        try:
-            self.consumer.seek(tp, offset)
-        except (ValueError, IllegalStateError) as exc:  # revoked meanwhile
-            log.warning("could not rewind partition %s: %s", tp.partition, exc)
-
     # -- outages ---------------------------------------------------------------
     def _guard(self, fn: Callable[[], Any]) -> bool:
         """Run periodic work; on failure pause and retry later. Fatal errors propagate."""
@@ -284,7 +275,7 @@ class Worker:
                 self.stop_event.wait(min(remaining, 0.5))
                 continue
             for tp, records in polled.items():  # assigned by a rebalance meanwhile, not yet paused
-                self._rewind(tp, records[0].offset)
+                rewind(self.consumer, tp, records[0].offset)
             self._note_assignment()
             self._pause_assigned()
         self._outage = None
