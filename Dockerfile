@@ -12,8 +12,8 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 ###############################################################################
-# Builder: build a wheel of the project (and of every dependency) and install
-# them into a self-contained virtualenv at /opt/venv.
+# Builder: install the locked dependencies and the project into a
+# self-contained virtualenv at /opt/venv.
 ###############################################################################
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -32,16 +32,17 @@ RUN apt-get update \
 
 RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}"
-RUN pip install --upgrade pip wheel
 
 WORKDIR /src
+# The locked runtime (requirements/base.txt: every dependency pinned with its
+# hashes, pip and the build backends included) and vpdq built from source with
+# the locked backend; a new release upstream never changes the image.
+COPY requirements/ requirements/
+RUN pip install --require-hashes --no-deps -r requirements/base.txt \
+    && pip install --require-hashes --no-deps --no-build-isolation -r requirements/video.txt
 COPY . .
-
-# Wheels for the project and all of its runtime dependencies (with the
-# `video` extra: vpdq) ...
-RUN pip wheel '.[video]' -w /wheels
-# ... installed offline from that directory only.
-RUN pip install --no-index --find-links=/wheels /wheels/*.whl \
+# The project itself, with no dependency resolution of its own.
+RUN pip install --no-deps --no-build-isolation . \
     && pip check
 
 # The Debian packages holding the shared libraries that compiled extensions in
@@ -84,6 +85,7 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     MODELS_DIR=/opt/models \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    METRICS_HOST=0.0.0.0 \
     METRICS_PORT=9100 \
     WEB_HOST=0.0.0.0 \
     WEB_PORT=8080

