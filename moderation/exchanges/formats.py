@@ -62,7 +62,7 @@ from typing import TextIO
 from moderation.domain import EntrySpec
 from moderation.errors import RequestError
 from moderation.hashing.signals import make_entry
-from moderation.spreadsheet import FORMULA_START, formula_safe
+from moderation.spreadsheet import formula_safe, unguard
 
 log = logging.getLogger(__name__)
 
@@ -306,16 +306,9 @@ def _read_csv(stream: TextIO) -> Iterator[_Parsed]:
             if len(row) > len(columns):
                 yield LineProblem(line, f"{len(row)} fields but the header has {len(columns)}")
                 continue
-            yield _entry(line, {c: _uncell(v) for c, v in zip(columns, row, strict=False)})
+            yield _entry(line, {c: unguard(v) for c, v in zip(columns, row, strict=False)})
     except _CsvSyntax as exc:
         yield exc.problem
-
-
-# Spreadsheets run a cell that starts with one of these as a formula. Exported
-# CSV cells (notes and case ids come from outside) get a leading apostrophe,
-# which spreadsheets show as text and the importer removes again.
-def _uncell(value: str) -> str:
-    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
 
 
 def _read_jsonl(stream: TextIO) -> Iterator[_Parsed]:

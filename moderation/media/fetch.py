@@ -135,7 +135,11 @@ class MediaFetcher:
         """One request: the body, or the Location of a redirect."""
         conn = self._connect(target, addresses, deadline)
         try:
+            # http.client applies ``timeout`` only when it connects: the socket it
+            # made is still on the connect timeout, so set the read timeout on it.
             conn.timeout = _within(self.read_timeout_s, deadline)
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
             conn.request("GET", target.request_target, headers=_HEADERS)
             resp = conn.getresponse()
             if resp.status in _REDIRECTS:

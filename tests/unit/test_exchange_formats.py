@@ -124,6 +124,13 @@ def test_te_hashes_round_trip() -> None:
         _read(text, "te-hashes")
 
 
+@pytest.mark.parametrize("note", ["=1+1", "'=", "''=x", "'plain", "-", "'", "@SUM(A1)", "\tx"])
+def test_formula_guards_come_off_exactly_once(note: str) -> None:
+    spec = make_entry("pdq", _pdq(1), note=note)
+    for fmt in ("csv", "jsonl"):
+        assert _read(_write([spec], fmt), fmt) == [spec]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(

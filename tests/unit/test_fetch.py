@@ -168,6 +168,17 @@ def test_an_endless_body_is_cut_at_the_total_timeout(media_server):
     assert 1.0 <= elapsed < 1.5 and peak < 30_000_000
 
 
+def test_reads_wait_for_the_read_timeout_not_the_connect_timeout(media_server):
+    """http.client applies its timeout only when connecting: a body byte that
+    takes longer than the connect timeout (but less than the read timeout)
+    must still arrive."""
+    url = media_server.route(
+        "/slow-body", answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", paced(b"x", 1.2, times=2))
+    )
+    body = fetcher(connect_timeout_s=0.5, read_timeout_s=2.0, total_timeout_s=5.0).fetch(url)
+    assert body == b"xx"
+
+
 def test_a_slow_loris_body_is_cut_at_the_total_timeout(media_server):
     url = media_server.route(
         "/loris", answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", paced(b"x", 1.0))
