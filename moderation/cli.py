@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- roles -----------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    from moderation import evidence_crypto, runtime
+    from moderation import evidence_crypto, readiness, runtime
     from moderation.metrics import Metrics
 
     settings = settings or load_settings()
@@ -154,11 +154,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> in
     evidence_crypto.check_key(settings)  # a bad EVIDENCE_KEY stops start-up, not the first removal
     metrics = Metrics()
     worker = runtime.build_worker(settings, metrics)
+    check = readiness.consumer(worker, worker.sessions, settings)
+    metrics.readiness.add("worker", check)
     server = runtime.serve_in_thread(
-        runtime.worker_ops_app(worker, metrics), "0.0.0.0", settings.metrics_port
+        runtime.consumer_ops_app(check, worker, metrics), settings.metrics_host, settings.metrics_port
     )
     _stop_on_signals(worker.stop)
-    log.info("worker metrics on :%d/metrics", settings.metrics_port)
+    log.info("worker metrics on %s:%d/metrics", settings.metrics_host, settings.metrics_port)
     try:
         worker.run()
     finally:
@@ -168,9 +170,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings | None = None) -> in
 
 
 def cmd_appeals(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    from typing import cast
-
-    from moderation import runtime
+    from moderation import readiness, runtime
     from moderation.events.appeals import build_appeal_consumer
     from moderation.metrics import Metrics
 
@@ -178,11 +178,17 @@ def cmd_appeals(args: argparse.Namespace, settings: Settings | None = None) -> i
     runtime.configure_logging(settings)
     metrics = Metrics()
     consumer = build_appeal_consumer(settings, metrics)
-    # The worker's ops app reads only the loop's last_loop_at and its sessions.
-    ops = runtime.worker_ops_app(cast(Any, consumer), metrics)
-    server = runtime.serve_in_thread(ops, "0.0.0.0", settings.metrics_port)
+    check = readiness.consumer(consumer, consumer.sessions, settings)
+    metrics.readiness.add("appeals", check)
+    ops = runtime.consumer_ops_app(check, consumer, metrics)
+    server = runtime.serve_in_thread(ops, settings.metrics_host, settings.metrics_port)
     _stop_on_signals(consumer.stop)
-    log.info("appeals consumer on %s, metrics on :%d/metrics", settings.appeals_topic, settings.metrics_port)
+    log.info(
+        "appeals consumer on %s, metrics on %s:%d/metrics",
+        settings.appeals_topic,
+        settings.metrics_host,
+        settings.metrics_port,
+    )
     try:
         consumer.run()
     finally:
@@ -199,8 +205,14 @@ def cmd_web(args: argparse.Namespace, settings: Settings | None = None) -> int:
 
     settings = settings or load_settings()
     runtime.configure_logging(settings)
+    from moderation import readiness
+
     app = create_app(settings)
-    app.extensions["moderation"].publisher.start_sweeper()
+    services = app.extensions["moderation"]
+    ready, detail = readiness.database(services.sessions)
+    if not ready:  # start anyway: /readyz answers 503 until it answers, then the console works
+        log.error("%s; /readyz answers 503 until it does", detail["error"])
+    services.publisher.start_sweeper()
     port = args.port or settings.web_port
     log.info("review console on http://%s:%d/", settings.web_host, port)
     serve(app, host=settings.web_host, port=port, threads=8, ident="moderation")

@@ -141,6 +141,9 @@ class Settings:
 
     # Operations
     metrics_port: int = 9100
+    # Where workers and the appeals consumer serve /metrics and probes: loopback
+    # by default (a laptop), all interfaces in the container image.
+    metrics_host: str = "127.0.0.1"
     log_format: str = "text"  # text | json
     log_level: str = "INFO"
 
@@ -226,8 +229,36 @@ def _validate(s: Settings) -> None:
     from moderation.policy import parse_reasons  # here: policy imports the domain types
     from moderation.queue_policy import parse_sla_hours
 
+    _check_database_url(s.database_url)
+    _check_bootstrap_servers(s.kafka_bootstrap_servers)
     parse_reasons(s.policy_reasons)  # raises ConfigError naming POLICY_REASONS
     try:  # at start-up, not when the worker schedules its first queued item
         parse_sla_hours(s.sla_hours)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+DATABASE_URL_HINT = "expected postgresql://USER@HOST:5432/DATABASE or sqlite:///path/to/file.db"
+
+
+def _check_database_url(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"DATABASE_URL is not a database URL: {DATABASE_URL_HINT}") from None
+    backend = parsed.get_backend_name()
+    if backend not in {"postgresql", "postgres", "sqlite"}:
+        raise ConfigError(f"DATABASE_URL names an unsupported database {backend!r}: {DATABASE_URL_HINT}")
+
+
+def _check_bootstrap_servers(value: str) -> None:
+    """Empty (the embedded broker) or comma-separated HOST:PORT entries."""
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"KAFKA_BOOTSTRAP_SERVERS entry {entry!r} is not HOST:PORT (e.g. kafka-1:9092,kafka-2:9092)"
+            )

@@ -7,6 +7,8 @@ registry each and production uses the process default.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -74,9 +76,21 @@ class Metrics:
             "Bank entries quarantined by flood control (their automatic action falls back to review).",
             registry=r,
         )
-        self.bank_index_entries = Gauge(
-            "moderation_bank_index_entries",
-            "Matchable bank entries held in this worker's index.",
+        self._bank_index_entries: Gauge | None = None
+        self.readiness = ReadinessCollector()
+        r.register(self.readiness)
+        self.consumer_lag = Gauge(
+            "moderation_consumer_lag_messages",
+            "Records not yet consumed per assigned partition: the broker's high watermark minus "
+            "this member's position.",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "moderation_publish_failures_total",
+            "Records the broker did not acknowledge, by outbox (decisions, dead_letters, uploads) and "
+            "reason (broker_unavailable: retried later; refused: the broker rejected the record).",
+            ["outbox", "reason"],
             registry=r,
         )
         self.retries = Counter(
@@ -93,26 +107,108 @@ class Metrics:
             registry=r,
         )
 
+    def publish_failed(self, outbox: str) -> Callable[[str], None]:
+        """A ``TopicSender`` failure callback counting under ``outbox``."""
+        return lambda reason: self.publish_failures.labels(outbox, reason).inc()
 
-QueueDepthFn = Callable[[], Sequence[tuple[str, str, int, int]]]
+    @property
+    def bank_index_entries(self) -> Gauge:
+        """Registered on first use, so only processes that hold a bank index
+        (workers) export it: an index-less process exporting 0 would look like
+        a worker that lost its banks."""
+        if self._bank_index_entries is None:
+            self._bank_index_entries = Gauge(
+                "moderation_bank_index_entries",
+                "Matchable bank entries held in this worker's index.",
+                registry=self.registry,
+            )
+        return self._bank_index_entries
 
 
-class QueueDepthCollector(Collector):
-    """``moderation_queue_items`` read from the database at scrape time."""
+@dataclass(frozen=True)
+class DatabaseGauges:
+    """What the web role reads from the database at scrape time."""
 
-    def __init__(self, depth: QueueDepthFn) -> None:
-        self._depth = depth
+    queue: Sequence[tuple[str, str, int, int]] = ()  # state, tier, priority, items
+    sla: Sequence[tuple[str, str, int]] = ()  # tier, "near" | "breached", items
+    outbox: Sequence[tuple[str, int, float]] = ()  # outbox, unpublished rows, oldest age (s)
+    banks: Sequence[tuple[str, str, int]] = ()  # bank, action, matchable entries
+
+
+class DatabaseCollector(Collector):
+    """Queue, SLA, outbox and bank gauges read from the database at scrape time.
+    A database that does not answer yields no samples rather than a failed
+    scrape (``moderation_ready{role="web"}`` says it is down)."""
+
+    def __init__(self, read: Callable[[], DatabaseGauges]) -> None:
+        self._read = read
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        try:
+            gauges = self._read()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database blinked
+            gauges = DatabaseGauges()
+        queue = GaugeMetricFamily(
             "moderation_queue_items",
             "Open review-queue items by state, tier and priority.",
             labels=["state", "tier", "priority"],
         )
-        try:
-            rows = self._depth()
-        except Exception:  # a scrape must not fail because the database blinked
-            rows = []
-        for state, tier, priority, count in rows:
-            family.add_metric([state, tier, str(priority)], count)
+        for state, tier, priority, count in gauges.queue:
+            queue.add_metric([state, tier, str(priority)], count)
+        sla = GaugeMetricFamily(
+            "moderation_queue_sla_items",
+            "Open review-queue items within SLA_NEAR_HOURS of their deadline (near) or past it (breached).",
+            labels=["tier", "sla"],
+        )
+        for tier, state, count in gauges.sla:
+            sla.add_metric([tier, state], count)
+        pending = GaugeMetricFamily(
+            "moderation_outbox_pending",
+            "Rows not yet acknowledged by the broker, by outbox (decisions, dead_letters).",
+            labels=["outbox"],
+        )
+        oldest = GaugeMetricFamily(
+            "moderation_outbox_oldest_pending_seconds",
+            "Age of the oldest row not yet acknowledged by the broker (0 when none), by outbox.",
+            labels=["outbox"],
+        )
+        for name, count, age in gauges.outbox:
+            pending.add_metric([name], count)
+            oldest.add_metric([name], age)
+        banks = GaugeMetricFamily(
+            "moderation_bank_entries",
+            "Matchable entries (active or quarantined) of every enabled bank.",
+            labels=["bank", "action"],
+        )
+        for bank, action, count in gauges.banks:
+            banks.add_metric([bank, action], count)
+        yield from (queue, sla, pending, oldest, banks)
+
+
+ReadinessCheck = Callable[[], tuple[bool, Any]]
+
+
+class ReadinessCollector(Collector):
+    """``moderation_ready{role}``: 1 while the role's readiness check passes,
+    evaluated at scrape time (so it is right even where nothing calls
+    ``/readyz``). One per registry: ``moderation up`` adds all three roles."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, ReadinessCheck] = {}
+
+    def add(self, role: str, check: ReadinessCheck) -> None:
+        self._checks[role] = check
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "moderation_ready",
+            "1 while this process's role is ready (its /readyz answers 200), else 0.",
+            labels=["role"],
+        )
+        for role, check in sorted(self._checks.items()):
+            try:
+                ready = bool(check()[0])
+            except Exception:  # noqa: BLE001 - a failing check is not ready, never a failed scrape
+                ready = False
+            family.add_metric([role], 1.0 if ready else 0.0)
         yield family

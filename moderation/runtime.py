@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
-from sqlalchemy import text
 
+from moderation import readiness
 from moderation.classify import Classifier, load_classifier
 from moderation.classify.detector import load_detector
 from moderation.config import Settings
@@ -27,6 +27,8 @@ from moderation.pipeline import Pipeline
 from moderation.routing import RoutingPolicy
 from moderation.storage.db import make_engine, make_sessionmaker
 from moderation.storage.flood import FloodPolicy
+
+WsgiApp = Callable[..., Any]
 
 
 def routing_policy(settings: Settings) -> RoutingPolicy:
@@ -88,8 +90,12 @@ def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | 
         consumer=kafka.make_consumer(settings),
         sessions=sessions,
         pipeline=build_pipeline(settings, metrics, classifier),
-        send_decision=kafka.TopicSender(producer, settings.decisions_topic),
-        send_dead_letter=kafka.TopicSender(producer, settings.dlq_topic),
+        send_decision=kafka.TopicSender(
+            producer, settings.decisions_topic, metrics.publish_failed("decisions")
+        ),
+        send_dead_letter=kafka.TopicSender(
+            producer, settings.dlq_topic, metrics.publish_failed("dead_letters")
+        ),
         metrics=metrics,
         publish_allow=settings.publish_allow_decisions,
         bank_refresh_seconds=settings.bank_refresh_seconds,
@@ -102,9 +108,10 @@ def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | 
     return worker
 
 
-def worker_ops_app(worker: Worker, metrics: Metrics) -> Callable[..., Any]:
-    """WSGI app for the worker's port: /metrics, /healthz (loop alive), /readyz
-    (loop alive and database reachable)."""
+def consumer_ops_app(check: readiness.Check, loop: readiness.ConsumerLoop, metrics: Metrics) -> WsgiApp:
+    """WSGI app for a consumer role's port (worker, appeals): /metrics,
+    /healthz (the loop ran in the last 2 minutes: the process alone, no
+    dependency) and /readyz (``check``: loop, database, broker)."""
     metrics_app = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -112,15 +119,11 @@ def worker_ops_app(worker: Worker, metrics: Metrics) -> Callable[..., Any]:
         if path == "/metrics":
             return list(metrics_app(environ, start_response))
         if path in ("/healthz", "/readyz"):
-            alive = time.monotonic() - worker.last_loop_at < 120
-            ok, detail = alive, {"loop_alive": alive}
-            if path == "/readyz" and ok:
-                try:
-                    with worker.sessions() as s:
-                        s.execute(text("SELECT 1"))
-                    detail["database"] = True
-                except Exception:
-                    ok, detail["database"] = False, False
+            if path == "/healthz":
+                ok = readiness.loop_alive(loop)
+                detail: dict[str, Any] = {"loop_alive": ok}
+            else:
+                ok, detail = check()
             body = json.dumps({"ok": ok, **detail}).encode()
             start_response(
                 "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
@@ -137,8 +140,15 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_in_thread(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
-    server = make_server(host, port, app, handler_class=_QuietHandler)
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow /readyz (a hung database) never holds up
+    /healthz or a scrape behind it."""
+
+    daemon_threads = True
+
+
+def serve_in_thread(app: WsgiApp, host: str, port: int) -> WSGIServer:
+    server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name=f"ops-http-{port}", daemon=True).start()
     return server
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.config import Settings
 from moderation.errors import InvalidInput, ModerationError, RequestError, TransientError
-from moderation.events.kafka import BrokerUnavailable, rewind
+from moderation.events.kafka import BrokerUnavailable, LagReporter, rewind
 from moderation.metrics import Metrics
 from moderation.storage import appeals, deadletters
 
@@ -76,7 +76,9 @@ class AppealConsumer:
         self.metrics = metrics
         self.stop_event = threading.Event()
         self.last_loop_at = 0.0  # for /healthz: the loop is alive
+        self.outage: str | None = None  # the dependency that is down, while backing off
         self._backoff = 0.0
+        self._lag = LagReporter(consumer, metrics.consumer_lag)
 
     def run(self) -> None:
         log.info("appeals consumer started", extra={"topic": self.settings.appeals_topic})
@@ -86,6 +88,7 @@ class AppealConsumer:
                 self.poll_once()
             except KafkaError as exc:  # polling itself failed: the broker is away
                 self._back_off(exc, "broker")
+            self._lag.maybe_report()
         log.info("appeals consumer stopping")
 
     def stop(self) -> None:
@@ -111,6 +114,7 @@ class AppealConsumer:
                     self._back_off(failure, "broker" if broker else "database")
                 return handled
         self._backoff = 0.0
+        self.outage = None
         return handled
 
     def _handle_partition(self, records: list[Any]) -> tuple[int, BaseException | None]:
@@ -176,6 +180,7 @@ class AppealConsumer:
     def _back_off(self, exc: BaseException, dependency: str) -> None:
         self._backoff = min(max(self._backoff * 2, INITIAL_BACKOFF_S), MAX_BACKOFF_S)
         self.metrics.retries.labels(dependency).inc()
+        self.outage = dependency
         log.warning("appeals: %s unavailable, retrying in %.1fs: %s", dependency, self._backoff, exc)
         self.stop_event.wait(self._backoff)
 
@@ -226,6 +231,6 @@ def build_appeal_consumer(
         consumer,
         make_sessionmaker(make_engine(settings.database_url)),
         settings,
-        kafka.TopicSender(producer, settings.dlq_topic),
+        kafka.TopicSender(producer, settings.dlq_topic, metrics.publish_failed("dead_letters")),
         metrics,
     )

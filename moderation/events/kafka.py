@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -75,9 +78,12 @@ def make_producer(settings: Settings) -> KafkaProducer:
 class TopicSender:
     """Send records and wait for the broker's acknowledgement."""
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+    def __init__(
+        self, producer: KafkaProducer, topic: str, on_failure: Callable[[str], None] | None = None
+    ) -> None:
         self.producer = producer
         self.topic = topic
+        self.on_failure = on_failure  # called with "broker_unavailable" or "refused"
 
     def __call__(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
         self.send_all([(key, value)], headers)
@@ -96,7 +102,10 @@ class TopicSender:
             for future in futures:
                 future.get(timeout=SEND_TIMEOUT_S)
         except KafkaError as exc:
-            if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError):
+            transient = getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
+            if self.on_failure is not None:
+                self.on_failure("broker_unavailable" if transient else "refused")
+            if transient:
                 message = f"broker did not acknowledge a record on {self.topic}: {exc}"
                 raise BrokerUnavailable(message) from exc
             # Authorization, unknown topic, record too large...: retrying cannot help.
@@ -126,6 +135,85 @@ def ensure_topics(settings: Settings, partitions: int = 3) -> None:
                 pass
     finally:
         admin.close()
+
+
+def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
+    """Records not yet consumed per assigned partition: the high watermark the
+    last fetch reported minus the consumer's position. Partitions the consumer
+    has not fetched from yet are left out (their high watermark is unknown)."""
+    lags: dict[tuple[str, int], int] = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            position = consumer.position(tp, timeout_ms=0)
+        except (KafkaError, IllegalStateError, ValueError):
+            continue
+        if position is not None:
+            lags[(tp.topic, tp.partition)] = max(0, int(high) - int(position))
+    return lags
+
+
+class LagReporter:
+    """Sets ``moderation_consumer_lag_messages`` for a consumer's partitions at
+    most every ``interval_s`` (each report may ask the broker for positions),
+    and drops the partitions it no longer holds."""
+
+    def __init__(self, consumer: KafkaConsumer, gauge: Any, interval_s: float = 5.0) -> None:
+        self.consumer = consumer
+        self.gauge = gauge
+        self.interval_s = interval_s
+        self.group = str(getattr(consumer, "config", {}).get("group_id") or "")
+        self._reported: set[tuple[str, int]] = set()
+        self._last = 0.0
+
+    def maybe_report(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        try:
+            lags = partition_lag(self.consumer)
+        except Exception as exc:  # noqa: BLE001 - a gauge must never stop the loop
+            log.debug("consumer lag not measured: %s", exc)
+            return
+        for topic, partition in self._reported - set(lags):
+            try:
+                self.gauge.remove(self.group, topic, str(partition))
+            except KeyError:
+                pass
+        for (topic, partition), lag in lags.items():
+            self.gauge.labels(self.group, topic, str(partition)).set(lag)
+        self._reported = set(lags)
+
+
+def broker_reachable(settings: Settings, timeout_s: float = 1.0) -> bool:
+    """Whether any bootstrap broker answers a Kafka ApiVersions request within
+    ``timeout_s``: the broker part of a consumer's readiness. kafka-python keeps
+    polling quietly while every broker is down, so the loop alone cannot tell,
+    and a hung broker still accepts TCP connections, so a connect cannot either."""
+    return any(_answers_api_versions(address, timeout_s) for address in bootstrap(settings))
+
+
+def _answers_api_versions(address: str, timeout_s: float) -> bool:
+    host, _, port = address.rpartition(":")
+    client = b"moderation-readyz"
+    # Request header v1: api_key 18 (ApiVersions), version 0, correlation id, client id.
+    request = struct.pack(">hhih", 18, 0, 7, len(client)) + client
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            reply = b""
+            while len(reply) < 8:  # response size, then the correlation id
+                chunk = sock.recv(8 - len(reply))
+                if not chunk:
+                    return False
+                reply += chunk
+    except (OSError, ValueError):
+        return False
+    return struct.unpack(">i", reply[4:8])[0] == 7
 
 
 def rewind(consumer: KafkaConsumer, tp: Any, offset: int) -> None:

@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation.classify import Scores
 from moderation.config import Settings
 from moderation.errors import FatalError, InvalidInput, ModerationError, TransientError
-from moderation.events.kafka import BrokerUnavailable, rewind
+from moderation.events.kafka import BrokerUnavailable, LagReporter, rewind
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
 from moderation.pipeline import Analysis, Pipeline, Prepared
@@ -123,6 +123,7 @@ class Worker:
         self._assignment: frozenset[TopicPartition] = frozenset()
         self._polled_at = time.monotonic()
         self._batches_since_poll = 0
+        self._lag = LagReporter(consumer, metrics.consumer_lag)
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
@@ -142,11 +143,17 @@ class Worker:
                     continue  # the broker is unreachable: paused, retried after a backoff
                 self._note_assignment()
                 self._handle_polled(batch)
+                self._lag.maybe_report()
         finally:
             log.info("worker stopping")
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    @property
+    def outage(self) -> str | None:
+        """The dependency ("database" or "broker") the worker is paused for, if any."""
+        return self._outage
 
     def close(self, settle_s: float = 10.0) -> None:
         """Leave the group (after ``run`` returned). A rebalance in progress is

@@ -9,10 +9,11 @@ from typing import Any
 from flask import Flask
 from werkzeug.routing import IntegerConverter, Map
 
+from moderation import readiness
 from moderation.config import Settings, load_settings
-from moderation.metrics import Metrics, QueueDepthCollector
-from moderation.storage import queue
+from moderation.metrics import DatabaseCollector, Metrics
 from moderation.storage.db import make_engine, make_sessionmaker
+from moderation.storage.gauges import database_gauges
 from moderation.web.services import DecisionPublisher, Services
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def create_app(
     app.config.update(SECRET_KEY=secret, MAX_CONTENT_LENGTH=1024 * 1024)
     sessions = make_sessionmaker(make_engine(settings.database_url))
     metrics = metrics or Metrics()
-    metrics.registry.register(QueueDepthCollector(lambda: _depth(sessions)))
+    metrics.registry.register(DatabaseCollector(lambda: _gauges(sessions, settings)))
+    metrics.readiness.add("web", lambda: readiness.database(sessions))
     app.extensions["moderation"] = Services(
         settings=settings,
         sessions=sessions,
@@ -86,6 +88,6 @@ class DatabaseIdConverter(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)
 
 
-def _depth(sessions: Any) -> Any:
+def _gauges(sessions: Any, settings: Settings) -> Any:
     with sessions() as session:
-        return queue.queue_depth(session)
+        return database_gauges(session, settings.sla_near_hours)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
+from moderation import readiness
 from moderation.web.services import services
 
 bp = Blueprint("health", __name__)
@@ -18,12 +18,8 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    try:
-        with services().sessions() as db:
-            db.execute(text("SELECT 1"))
-    except Exception as exc:
-        return jsonify(ok=False, database=False, error=type(exc).__name__), 503
-    return jsonify(ok=True, database=True), 200
+    ok, detail = readiness.database(services().sessions)
+    return jsonify(ok=ok, **detail), 200 if ok else 503
 
 
 @bp.get("/metrics")

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
 import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
 from flask import Flask, Response, abort, flash, g, jsonify, redirect, request, session, url_for
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
@@ -29,6 +31,8 @@ from moderation.storage import tokens, users
 from moderation.storage.models import User
 from moderation.web import logins, proxies, sessions
 from moderation.web.services import services
+
+log = logging.getLogger(__name__)
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -58,6 +62,7 @@ def init_app(app: Flask) -> None:
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(logins.TooManyAttempts, _too_many_attempts)
+    app.register_error_handler(OperationalError, _database_unavailable)
     app.context_processor(lambda: {"csrf_token": csrf_token, "current_user": getattr(g, "user", None)})
 
 
@@ -79,6 +84,20 @@ def _http_error(exc: HTTPException) -> Any:
         resp.status_code = exc.code or 500
         return resp
     return exc.get_response()
+
+
+def _database_unavailable(exc: OperationalError) -> Response:
+    """The database does not answer: a 503 that says so (and asks to retry),
+    not a bare 500. The driver's message goes to the log only."""
+    log.error("database unavailable: %s", str(exc.orig or exc).strip())
+    message = "The database is not answering. Nothing was changed; please try again in a minute."
+    if request.path.startswith("/api/"):
+        resp = jsonify(error=message)
+    else:
+        resp = Response(f"<!doctype html><title>Unavailable</title><p>{message}</p>", mimetype="text/html")
+    resp.status_code = 503
+    resp.headers["Retry-After"] = "30"
+    return resp
 
 
 def _too_many_attempts(exc: logins.TooManyAttempts) -> Response:

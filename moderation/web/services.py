@@ -40,7 +40,9 @@ class DecisionPublisher:
             from moderation.events import kafka
 
             producer = kafka.make_producer(self.settings)
-            self._send = kafka.TopicSender(producer, self.settings.decisions_topic)
+            self._send = kafka.TopicSender(
+                producer, self.settings.decisions_topic, self.metrics.publish_failed("decisions")
+            )
         return self._send
 
     def publish_soon(self, item_ids: list[int]) -> None:

@@ -159,6 +159,9 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     assert figures.faults >= 10
 
 
+PROBES = ("/healthz", "/readyz")
+
+
 # -- 2. broker outage -------------------------------------------------------------------
 def test_broker_outage_cut_and_hung_loses_nothing(settings_factory, sessions, media_server, tmp_path, report):
     with ProxiedBroker(tmp_path / "tansu.log") as broker:
@@ -184,6 +187,10 @@ def test_broker_outage_cut_and_hung_loses_nothing(settings_factory, sessions, me
                     broker.freeze()
                 time.sleep(BROKER_OUTAGE_S)
                 during = outcome_count(sessions)
+                # /readyz reflects the broker (kafka-python itself polls on quietly),
+                # while /healthz, the process alone, stays 200: no restart for an outage.
+                probes = {(path, http_get(w.base_url + path)[0]) for w in pool.workers for path in PROBES}
+                assert probes == {("/healthz", 200), ("/readyz", 503)}, (outage, probes, pool.tails())
                 if outage == "cut":
                     broker.proxy.restore()
                 else:
@@ -198,6 +205,12 @@ def test_broker_outage_cut_and_hung_loses_nothing(settings_factory, sessions, me
                 )
                 wait_for_outcomes(sessions, target, timeout=90)
                 resumed[f"{outage}_drained"] = time.monotonic() - restored
+                _wait(
+                    lambda: all(http_get(w.base_url + "/readyz")[0] == 200 for w in pool.workers),
+                    30,
+                    "ready again after the broker came back",
+                    pool,
+                )
                 done = target
             recover = wait_for_outcomes(sessions, workload.sent, timeout=90)
             figures = audit(

@@ -63,6 +63,15 @@ def test_worker_process_serves_probes_and_stops_cleanly_on_sigterm(
             status, metrics = http_get(base + "/metrics")
             assert status == 200
             assert 'moderation_stage_duration_seconds_count{stage="classify"} 1.0' in metrics
+            assert 'moderation_ready{role="worker"} 1.0' in metrics
+            assert "moderation_bank_index_entries 0.0" in metrics  # a worker holds an index
+            ready = json.loads(http_get(base + "/readyz")[1])
+            assert ready == {"ok": True, "loop_alive": True, "database": True, "broker": True}
+            # Lag per assigned partition, reported every few seconds: all consumed, so 0.
+            lag = f'moderation_consumer_lag_messages{{group="{settings.consumer_group}"'
+            wait_until(lambda: lag in http_get(base + "/metrics")[1], timeout=20, interval=0.5)
+            lines = [line for line in http_get(base + "/metrics")[1].splitlines() if line.startswith(lag)]
+            assert lines and all(line.endswith(" 0.0") for line in lines), lines
             assert http_get(base + "/nope")[0] == 404
         finally:
             terminate(proc, timeout=30)

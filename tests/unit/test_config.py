@@ -36,6 +36,11 @@ def test_environment_is_coerced():
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"MEDIA_MAX_BYTES": "-1"}, "MEDIA_MAX_BYTES"),
         ({"SLA_HOURS": "ncii=soon"}, "SLA_HOURS"),
+        ({"DATABASE_URL": "foo"}, "DATABASE_URL is not a database URL: expected postgresql://"),
+        ({"DATABASE_URL": "mysql://u@h/d"}, "DATABASE_URL names an unsupported database 'mysql'"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "kafka"}, "KAFKA_BOOTSTRAP_SERVERS entry 'kafka' is not HOST:PORT"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:port"}, "KAFKA_BOOTSTRAP_SERVERS entry 'k2:port'"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "k1:70000"}, "KAFKA_BOOTSTRAP_SERVERS"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
@@ -73,3 +78,20 @@ def test_a_secret_file_that_cannot_be_read_names_the_variable_not_the_value(tmp_
     (tmp_path / "k").write_text("x")
     with pytest.raises(ConfigError, match="not both"):
         load_settings({"SECRET_KEY": "a", "SECRET_KEY_FILE": str(tmp_path / "k")})
+
+
+def test_a_bad_database_url_stops_a_command_with_one_line_naming_it():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    binary = Path(sys.executable).with_name("moderation")
+    env = {**os.environ, "DATABASE_URL": "foo"}
+    for command in (["web"], ["db", "upgrade"], ["worker"]):
+        done = subprocess.run([str(binary), *command], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.strip().splitlines() == [
+            "moderation: DATABASE_URL is not a database URL: "
+            "expected postgresql://USER@HOST:5432/DATABASE or sqlite:///path/to/file.db"
+        ], (command, done.stderr)
