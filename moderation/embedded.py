@@ -21,6 +21,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now.
+
+    The probe binds with SO_REUSEADDR, as the servers it stands in for do when
+    they listen (tansu through tokio's ``TcpListener::bind``, waitress): the old
+    connections of such a server, left in TIME_WAIT or FIN_WAIT after a restart,
+    do not keep it from listening again, and neither do they fail this probe;
+    a socket still listening there does. (A plain bind fails on TIME_WAIT for up
+    to a minute: that moved ``moderation up``'s broker to a random port after a
+    quick restart.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _die_with_parent() -> None:
     # The broker must not outlive `moderation up` or a test run, even after SIGKILL.
     PR_SET_PDEATHSIG = 1
@@ -78,17 +98,25 @@ class EmbeddedBroker:
                 raise FatalError(f"embedded broker exited with code {self.process.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.1)
+                continue
+            if self.process.poll() is None:  # else it exited (port taken): raised on the next turn
+                return self
         self.stop()
         raise FatalError(f"embedded broker did not listen on {self.bootstrap} within {timeout_s:.0f}s")
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``. On SIGTERM tansu stops
+        accepting and waits up to 5 s for its open connections to end (a client
+        still connected, or a request it is still holding such as a pending
+        JoinGroup) before it exits; storage is in memory, so killing it loses
+        nothing that stopping would keep."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -34,6 +34,8 @@ class DecisionPublisher:
         self.metrics = metrics
         self._send = send
         self._wake: threading.Event | None = None
+        self._stop: threading.Event | None = None
+        self._sweeper: threading.Thread | None = None
 
     def _sender(self) -> Any:
         if self._send is None:
@@ -75,8 +77,26 @@ class DecisionPublisher:
                 if not stop.is_set():
                     self.publish()
 
-        threading.Thread(target=loop, name="outbox-sweeper", daemon=True).start()
+        self._stop = stop
+        self._sweeper = threading.Thread(target=loop, name="outbox-sweeper", daemon=True)
+        self._sweeper.start()
         return stop
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the sweeper (a sweep in progress finishes, within ``timeout_s``)
+        and close the Kafka producer it made, if any. Decisions not yet
+        published stay in the outbox for the next process."""
+        if self._stop is not None and self._wake is not None:
+            self._stop.set()
+            self._wake.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout_s)
+        producer = getattr(self._send, "producer", None)
+        if producer is not None:
+            try:
+                producer.close(timeout=timeout_s)
+            except Exception as exc:  # noqa: BLE001 - closing must not fail a shutdown
+                log.warning("could not close the decision producer: %s", exc)
 
 
 @dataclass
