@@ -49,51 +49,37 @@ $(NUDENET_STAMP): $(TEST_STAMP) requirements/nudenet.txt
 install: $(RUN_STAMP)
 install-test: $(TEST_STAMP) $(if $(NUDENET),$(NUDENET_STAMP))
 
-# Installs VIDEO_APT_PACKAGES with apt-get when they are missing and we are root;
-# elsewhere (no apt, not root) it only says so. Never fails the build.
-video-deps:
-	@if $(HAVE_VIDEO_DEPS); then :; \
+# System packages some parts need, installed with apt-get when they are missing
+# and we are root; elsewhere (no apt, not root) the target only says what is
+# missing and what that costs. Never fails the build.
+#   $(call apt-deps,CHECK,PACKAGES,WHAT IS MISSING,WITHOUT THEM)
+define apt-deps
+	@if $(1); then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "apt-get install $(VIDEO_APT_PACKAGES)"; \
+	  echo "apt-get install $(2)"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends $(VIDEO_APT_PACKAGES) >/dev/null; } \
-	  || echo "warning: apt-get failed; videos will be hashed without vpdq"; \
+	    --no-install-recommends $(2) >/dev/null; } \
+	  || echo "warning: apt-get failed; $(4)"; \
 	else \
-	  echo "note: FFmpeg development files missing (Debian: $(VIDEO_APT_PACKAGES));"; \
-	  echo "      without root/apt-get vpdq is not built; videos are hashed by the OpenCV path"; \
+	  echo "note: $(3) missing (Debian: $(2));"; \
+	  echo "      without root/apt-get $(4)"; \
 	fi
+endef
 
-# Installs BROWSER_APT_PACKAGES like video-deps (root and apt-get only). Without
-# them the browser tests are skipped, and fail under CI=true. Never fails the build.
+# FFmpeg's development files: without them vpdq is not built.
+video-deps:
+	$(call apt-deps,$(HAVE_VIDEO_DEPS),$(VIDEO_APT_PACKAGES),FFmpeg development files,videos are hashed by the OpenCV path instead of vpdq)
+
+# Chromium and chromedriver for the browser tests (tests/browser).
 browser-deps:
-	@if $(HAVE_BROWSER_DEPS); then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "apt-get install $(BROWSER_APT_PACKAGES)"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends $(BROWSER_APT_PACKAGES) >/dev/null; } \
-	  || echo "warning: apt-get failed; the browser tests will be skipped (and fail under CI=true)"; \
-	else \
-	  echo "note: Chromium or chromedriver missing (Debian: $(BROWSER_APT_PACKAGES));"; \
-	  echo "      without root/apt-get the browser tests are skipped (and fail under CI=true)"; \
-	fi
+	$(call apt-deps,$(HAVE_BROWSER_DEPS),$(BROWSER_APT_PACKAGES),Chromium or chromedriver,the browser tests are skipped (and fail under CI=true))
 
 # Prometheus's promtool for the alert-rule tests (tests/monitoring).
 PROMETHEUS_APT_PACKAGES := prometheus
 HAVE_PROMETHEUS_DEPS := command -v promtool >/dev/null 2>&1
 
-# Installs PROMETHEUS_APT_PACKAGES like video-deps. Without promtool the rule
-# tests are skipped, and fail under CI=true. Never fails the build.
 prometheus-deps:
-	@if $(HAVE_PROMETHEUS_DEPS); then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "apt-get install $(PROMETHEUS_APT_PACKAGES)"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends $(PROMETHEUS_APT_PACKAGES) >/dev/null; } \
-	  || echo "warning: apt-get failed; the alert-rule tests will be skipped (and fail under CI=true)"; \
-	else \
-	  echo "note: promtool missing (Debian: $(PROMETHEUS_APT_PACKAGES));"; \
-	  echo "      without root/apt-get the alert-rule tests are skipped (and fail under CI=true)"; \
-	fi
+	$(call apt-deps,$(HAVE_PROMETHEUS_DEPS),$(PROMETHEUS_APT_PACKAGES),promtool,the alert-rule tests are skipped (and fail under CI=true))
 
 up: $(RUN_STAMP)
 	$(VENV)/bin/moderation up

@@ -148,41 +148,46 @@ class DatabaseCollector(Collector):
             gauges = self._read()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database blinked
             gauges = DatabaseGauges()
-        queue = GaugeMetricFamily(
+        yield _gauge(
             "moderation_queue_items",
             "Open review-queue items by state, tier and priority.",
-            labels=["state", "tier", "priority"],
+            ["state", "tier", "priority"],
+            gauges.queue,
         )
-        for state, tier, priority, count in gauges.queue:
-            queue.add_metric([state, tier, str(priority)], count)
-        sla = GaugeMetricFamily(
+        yield _gauge(
             "moderation_queue_sla_items",
             "Open review-queue items within SLA_NEAR_HOURS of their deadline (near) or past it (breached).",
-            labels=["tier", "sla"],
+            ["tier", "sla"],
+            gauges.sla,
         )
-        for tier, state, count in gauges.sla:
-            sla.add_metric([tier, state], count)
-        pending = GaugeMetricFamily(
+        yield _gauge(
             "moderation_outbox_pending",
             "Rows not yet acknowledged by the broker, by outbox (decisions, dead_letters).",
-            labels=["outbox"],
+            ["outbox"],
+            [(name, count) for name, count, _age in gauges.outbox],
         )
-        oldest = GaugeMetricFamily(
+        yield _gauge(
             "moderation_outbox_oldest_pending_seconds",
             "Age of the oldest row not yet acknowledged by the broker (0 when none), by outbox.",
-            labels=["outbox"],
+            ["outbox"],
+            [(name, age) for name, _count, age in gauges.outbox],
         )
-        for name, count, age in gauges.outbox:
-            pending.add_metric([name], count)
-            oldest.add_metric([name], age)
-        banks = GaugeMetricFamily(
+        yield _gauge(
             "moderation_bank_entries",
             "Matchable entries (active or quarantined) of every enabled bank.",
-            labels=["bank", "action"],
+            ["bank", "action"],
+            gauges.banks,
         )
-        for bank, action, count in gauges.banks:
-            banks.add_metric([bank, action], count)
-        yield from (queue, sla, pending, oldest, banks)
+
+
+def _gauge(
+    name: str, documentation: str, labels: list[str], rows: Iterable[Sequence[Any]]
+) -> GaugeMetricFamily:
+    """A gauge family from rows of label values followed by the value."""
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for *values, value in rows:
+        family.add_metric([str(v) for v in values], value)
+    return family
 
 
 ReadinessCheck = Callable[[], tuple[bool, Any]]
