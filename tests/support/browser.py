@@ -147,11 +147,10 @@ class Console:
 
     def _and_load(self, act: Callable[[], None]) -> None:
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions as ec
 
         old = self.driver.find_element(By.TAG_NAME, "html")
         act()
-        self.wait(ec.staleness_of(old), "the page did not change")
+        self.wait(lambda d: _gone(old), "the page did not change")
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -269,3 +268,20 @@ class Console:
         path.write_bytes(base64.b64decode(png["data"]))
         self.taken.append(path)
         return path
+
+
+def _gone(element: Any) -> bool:
+    """Whether ``element`` left the document: stale, or (while Chromium swaps
+    the document) "Node with given id does not belong to the document", which
+    chromedriver reports as a plain WebDriverException instead."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
