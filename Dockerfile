@@ -87,6 +87,7 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     METRICS_HOST=0.0.0.0 \
     METRICS_PORT=9100 \
+    WEB_METRICS_PORT=9101 \
     WEB_HOST=0.0.0.0 \
     WEB_PORT=8080
 
@@ -95,8 +96,9 @@ RUN chown 10001:10001 /app
 
 USER 10001
 
-# 8080: `moderation web` HTTP; 9100: worker /metrics, /healthz, /readyz.
-EXPOSE 8080 9100
+# 8080: `moderation web` HTTP; 9100: worker /metrics, /healthz, /readyz;
+# 9101: `moderation web` /metrics (for Prometheus only, never routed to users).
+EXPOSE 8080 9100 9101
 
 ENTRYPOINT ["moderation"]
 CMD ["worker"]

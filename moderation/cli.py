@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = sub.add_parser("appeals", help="consume appeal events: reopen decided items for another moderator")
     ap.set_defaults(func=cmd_appeals)
 
-    web = sub.add_parser("web", help="serve the review console, JSON API and /metrics")
+    web = sub.add_parser("web", help="serve the review console and JSON API (/metrics on WEB_METRICS_PORT)")
     web.add_argument("--port", type=int, help="port (default WEB_PORT or 8080)")
     web.set_defaults(func=cmd_web)
 
@@ -212,6 +212,11 @@ def cmd_web(args: argparse.Namespace, settings: Settings | None = None) -> int:
     ready, detail = readiness.database(services.sessions)
     if not ready:  # start anyway: /readyz answers 503 until it answers, then the console works
         log.error("%s; /readyz answers 503 until it does", detail["error"])
+    metrics_server = runtime.serve_web_metrics(settings, services.metrics)
+    if metrics_server is not None:
+        log.info("web metrics on %s:%d/metrics", settings.metrics_host, settings.web_metrics_port)
+    elif not settings.metrics_token:
+        log.warning("web metrics are not served: set WEB_METRICS_PORT (or METRICS_TOKEN)")
     services.publisher.start_sweeper()
     port = args.port or settings.web_port
     log.info("review console on http://%s:%d/", settings.web_host, port)

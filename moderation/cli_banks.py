@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from moderation.config import Settings, load_settings
 from moderation.domain import BankAction, EntrySpec, EntryStatus, HashSet
-from moderation.errors import InvalidInput, RequestError
+from moderation.errors import InvalidInput, NotFound, RequestError
 
 ACTIONS = [a.value for a in BankAction]
 FORMATS = ["csv", "jsonl", "te", "te-hashes", "te-csv"]  # docs/exchanges.md
@@ -86,8 +86,15 @@ def register(sub: Any) -> None:
     tsub = token.add_subparsers(metavar="ACTION")
     tc = tsub.add_parser("create", help="create a token; prints the secret once")
     tc.add_argument("name")
-    tc.add_argument("--scope", action="append", required=True, help="e.g. hashes:submit (repeatable)")
+    tc.add_argument(
+        "--scope",
+        "--scopes",
+        action="append",
+        required=True,
+        help="e.g. hashes:submit (repeatable, or comma-separated); review: a personal token (needs --user)",
+    )
     tc.add_argument("--bank", help="bank that hash submissions go to")
+    tc.add_argument("--user", help="a personal token (scope review): it acts as this console user")
     tc.set_defaults(func=cmd_token_create)
     tr = tsub.add_parser("revoke", help="revoke a token by name")
     tr.add_argument("name")
@@ -316,12 +323,17 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 # -- tokens ----------------------------------------------------------------------------
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from moderation.storage import tokens
+    from moderation.storage import tokens, users
 
+    scopes = [part.strip() for value in args.scope for part in value.split(",") if part.strip()]
     with _session(load_settings()) as s:
-        secret = tokens.create_token(s, args.name, args.scope, bank=args.bank, created_by="cli")
+        try:
+            user = users.get_user(s, args.user) if args.user else None
+        except users.UserError as exc:
+            raise NotFound(str(exc)) from None
+        secret = tokens.create_token(s, args.name, scopes, bank=args.bank, created_by="cli", user=user)
         s.commit()
-    print(json.dumps({"name": args.name, "scopes": args.scope, "bank": args.bank}))
+    print(json.dumps({"name": args.name, "scopes": scopes, "bank": args.bank, "user": args.user}))
     print(f"token (shown once): {secret}")
     return 0
 

@@ -60,6 +60,14 @@ class Settings:
     kafka_session_timeout_ms: int = 10_000
     kafka_max_poll_records: int = 50
     kafka_max_poll_interval_ms: int = 300_000  # longest gap between polls before the group drops a worker
+    # Static group membership (KIP-345): a name unique to this worker that survives
+    # its restarts (the pod's name in Kubernetes); empty: dynamic membership
+    kafka_group_instance_id: str = ""
+    # Bounds on waiting for PostgreSQL in the worker, appeals and web roles (not in
+    # migrations or shell commands); 0: none
+    database_statement_timeout_ms: int = 30_000
+    database_lock_timeout_ms: int = 10_000
+    database_tcp_user_timeout_ms: int = 20_000
     data_dir: str = DEFAULT_DATA_DIR
 
     # Media
@@ -121,6 +129,7 @@ class Settings:
     login_max_failures: int = 5  # failed logins of one account in a row before it is locked
     login_lockout_seconds: int = 900
     login_attempts_per_minute: int = 10  # per client address, successful or not
+    basic_auth_cache_seconds: int = 60  # a verified HTTP Basic password is not hashed again for this long
     sso_user_header: str = ""  # e.g. X-Forwarded-User: trusted only from SSO_TRUSTED_PROXIES; empty: off
     sso_trusted_proxies: str = ""  # comma-separated IPs or CIDRs of the reverse proxy that sets it
     # Queue order and SLAs (storage/queue.py)
@@ -141,9 +150,12 @@ class Settings:
 
     # Operations
     metrics_port: int = 9100
-    # Where workers and the appeals consumer serve /metrics and probes: loopback
-    # by default (a laptop), all interfaces in the container image.
+    # Where workers and the appeals consumer serve /metrics and probes, and the
+    # web role its /metrics: loopback by default (a laptop), all interfaces in
+    # the container image.
     metrics_host: str = "127.0.0.1"
+    web_metrics_port: int = 9101  # the web role's /metrics (never on the console's port); 0: none
+    metrics_token: str = field(default="", repr=False)  # a secret: its bearer reads the console's /metrics
     log_format: str = "text"  # text | json
     log_level: str = "INFO"
 
@@ -230,6 +242,7 @@ def _validate(s: Settings) -> None:
     from moderation.queue_policy import parse_sla_hours
 
     _check_database_url(s.database_url)
+    _check_group_instance_id(s.kafka_group_instance_id)
     _check_bootstrap_servers(s.kafka_bootstrap_servers)
     parse_reasons(s.policy_reasons)  # raises ConfigError naming POLICY_REASONS
     try:  # at start-up, not when the worker schedules its first queued item
@@ -252,6 +265,18 @@ def _check_database_url(url: str) -> None:
     backend = parsed.get_backend_name()
     if backend not in {"postgresql", "postgres", "sqlite"}:
         raise ConfigError(f"DATABASE_URL names an unsupported database {backend!r}: {DATABASE_URL_HINT}")
+
+
+def _check_group_instance_id(value: str) -> None:
+    """Empty, or what Kafka accepts as a group.instance.id."""
+    if value and (len(value) > 249 or value in {".", ".."} or not set(value) <= _INSTANCE_ID_CHARS):
+        raise ConfigError(
+            f"KAFKA_GROUP_INSTANCE_ID={value!r}: use 1-249 of A-Z, a-z, 0-9, '.', '_', '-' "
+            "(e.g. the pod name), unique to each worker"
+        )
+
+
+_INSTANCE_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 def _check_bootstrap_servers(value: str) -> None:

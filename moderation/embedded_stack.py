@@ -125,6 +125,10 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
     web_port = port or settings.web_port
     if not port_free(web_port, settings.web_host):
         raise ConfigError(f"port {web_port} is in use: choose another with --port or WEB_PORT")
+    if settings.web_metrics_port and not port_free(settings.web_metrics_port, settings.metrics_host):
+        raise ConfigError(
+            f"port {settings.web_metrics_port} is in use: choose another with WEB_METRICS_PORT (0: none)"
+        )
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.with_overrides(
@@ -160,12 +164,17 @@ def run_stack(settings: Settings, port: int | None = None) -> int:
             )
             stack.appeals_thread = _start_thread(stack.appeals.run, "appeals")
             app = create_app(settings, metrics=metrics)
+            # Every part's metrics, on the metrics port as for `moderation web`:
+            # the console's port has none (unless METRICS_TOKEN is set).
+            stack.metrics_server = runtime.serve_web_metrics(settings, metrics)
             stack.publisher = app.extensions["moderation"].publisher
             stack.publisher.start_sweeper()
             stack.server = create_server(
                 app, host=settings.web_host, port=web_port, threads=8, ident="moderation"
             )
             print(f"review console: http://{settings.web_host}:{web_port}/")
+            if stack.metrics_server is not None:
+                print(f"metrics: http://{settings.metrics_host}:{settings.web_metrics_port}/metrics")
             print("publish test uploads with: moderation publish path/to/image.jpg", flush=True)
             stack.server.print_listen("Serving on http://{}:{}")
             stack.server.run()  # until SIGINT or SIGTERM: waitress catches the KeyboardInterrupt
@@ -201,6 +210,7 @@ class _Stack:
         self.appeals_thread: threading.Thread | None = None
         self.publisher: DecisionPublisher | None = None
         self.server: Any = None
+        self.metrics_server: Any = None
 
     def stop(self) -> list[str]:
         """Stop what runs; returns the names of the parts stopped, for the last line."""
@@ -211,6 +221,9 @@ class _Stack:
             stopped: list[str] = []
             if self.server is not None:
                 _close_server(self.server)
+            if self.metrics_server is not None:  # with the console: one part
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
             self._stop_sweeper()
             stoppers = [
                 _start_thread(_stop_consumer, f"stop-{name}", (name, part, thread))

@@ -131,12 +131,13 @@ class DatabaseGauges:
 
     queue: Sequence[tuple[str, str, int, int]] = ()  # state, tier, priority, items
     sla: Sequence[tuple[str, str, int]] = ()  # tier, "near" | "breached", items
-    outbox: Sequence[tuple[str, int, float]] = ()  # outbox, unpublished rows, oldest age (s)
+    outbox: Sequence[tuple[str, int, float]] = ()  # outbox, rows waiting to be produced, oldest age (s)
+    set_aside: Sequence[tuple[str, int]] = ()  # outbox, rows the broker refused for good (set aside)
     banks: Sequence[tuple[str, str, int]] = ()  # bank, action, matchable entries
 
 
 class DatabaseCollector(Collector):
-    """Queue, SLA, outbox and bank gauges read from the database at scrape time.
+    """Queue, SLA, outbox (pending and set aside) and bank gauges read from the database at scrape time.
     A database that does not answer yields no samples rather than a failed
     scrape (``moderation_ready{role="web"}`` says it is down)."""
 
@@ -162,15 +163,23 @@ class DatabaseCollector(Collector):
         )
         yield _gauge(
             "moderation_outbox_pending",
-            "Rows not yet acknowledged by the broker, by outbox (decisions, dead_letters).",
+            "Rows not yet acknowledged by the broker and not set aside, by outbox (decisions, dead_letters).",
             ["outbox"],
             [(name, count) for name, count, _age in gauges.outbox],
         )
         yield _gauge(
             "moderation_outbox_oldest_pending_seconds",
-            "Age of the oldest row not yet acknowledged by the broker (0 when none), by outbox.",
+            "Age of the oldest row not yet acknowledged by the broker and not set aside (0 when none), "
+            "by outbox.",
             ["outbox"],
             [(name, age) for name, _count, age in gauges.outbox],
+        )
+        yield _gauge(
+            "moderation_outbox_set_aside",
+            "Rows the broker refused for good, set aside until an admin retries or discards them "
+            "(/admin/outbox), by outbox.",
+            ["outbox"],
+            gauges.set_aside,
         )
         yield _gauge(
             "moderation_bank_entries",

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from moderation import policy
+from moderation import policy, text_limits
 from moderation.config import Settings
 from moderation.domain import Action, BankAction, EntrySpec, EntryStatus, ItemState, Source, Tier
 from moderation.storage import appeals, audit, banks, evidence, exchange_store, groups, outbox, queue
@@ -91,6 +91,10 @@ def decide(
     reasons = policy.reasons(settings.policy_reasons) if settings else policy.DEFAULT_REASONS
     if settings is not None:
         pdq_min_quality = settings.pdq_min_quality
+    try:  # the boundaries check it too; here it holds for every caller (docs: text limits)
+        text_limits.check("note", note, text_limits.NOTE)
+    except text_limits.TextTooLong as exc:
+        raise ReviewError(str(exc), 400) from None
     chosen = _check(item, user, action, reason, reasons)
     appeal = appeals.open_appeal(session, item)
     if chosen is Action.ESCALATE:

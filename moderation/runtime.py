@@ -17,7 +17,9 @@ from moderation import readiness
 from moderation.classify import Classifier, load_classifier
 from moderation.classify.detector import load_detector
 from moderation.config import Settings
+from moderation.errors import ConfigError
 from moderation.events import kafka
+from moderation.events.outage import dependency_probe
 from moderation.events.worker import Worker
 from moderation.hashing.index import BankIndex
 from moderation.media.fetch import MediaFetcher
@@ -25,7 +27,7 @@ from moderation.media.load import MediaLimits
 from moderation.metrics import Metrics
 from moderation.pipeline import Pipeline
 from moderation.routing import RoutingPolicy
-from moderation.storage.db import make_engine, make_sessionmaker
+from moderation.storage.db import make_sessionmaker, role_engine
 from moderation.storage.flood import FloodPolicy
 
 WsgiApp = Callable[..., Any]
@@ -84,8 +86,8 @@ def flood_policy(settings: Settings) -> FloodPolicy:
 
 
 def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | None = None) -> Worker:
-    sessions = make_sessionmaker(make_engine(settings.database_url))
-    producer = kafka.make_producer(settings)
+    sessions = make_sessionmaker(role_engine(settings))
+    producer = kafka.ProducerSlot(lambda: kafka.make_producer(settings))
     worker = Worker(
         consumer=kafka.make_consumer(settings),
         sessions=sessions,
@@ -103,6 +105,7 @@ def build_worker(settings: Settings, metrics: Metrics, classifier: Classifier | 
         batch_size=settings.classify_batch_size,
         batch_wait_s=settings.classify_batch_wait_ms / 1000,
         settings=settings,
+        probe=dependency_probe(sessions, settings),
     )
     worker.refresh_banks(force=True)
     return worker
@@ -133,6 +136,36 @@ def consumer_ops_app(check: readiness.Check, loop: readiness.ConsumerLoop, metri
         return [b"not found\n"]
 
     return app
+
+
+def metrics_only_app(metrics: Metrics) -> WsgiApp:
+    """WSGI app for the web role's metrics port (``WEB_METRICS_PORT``): /metrics
+    and nothing else. The console's own port serves /metrics only to a bearer
+    of ``METRICS_TOKEN`` (web/health.py)."""
+    metrics_app = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("PATH_INFO", "") == "/metrics":
+            return list(metrics_app(environ, start_response))
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    return app
+
+
+def serve_web_metrics(settings: Settings, metrics: Metrics) -> WSGIServer | None:
+    """Serve ``metrics`` on ``METRICS_HOST``:``WEB_METRICS_PORT`` in a thread
+    (None when the port is 0). A port that is taken stops start-up naming the setting."""
+    if not settings.web_metrics_port:
+        return None
+    host, port = settings.metrics_host, settings.web_metrics_port
+    try:
+        return serve_in_thread(metrics_only_app(metrics), host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"WEB_METRICS_PORT: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "choose another port, or 0 for none"
+        ) from None
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -63,7 +63,7 @@ def pg_url() -> Iterator[str]:
 TABLES = (
     "audit_log, item_media, decisions, dead_letters, items, bank_entries, banks, users, "
     "bank_changes, bank_entry_hits, exchange_state, exchange_feedback, api_tokens, login_attempts, "
-    "item_exclusions, exposure_sessions, appeals, evidence, custody_records, item_pdq_bands"
+    "item_exclusions, exposure_sessions, appeals, evidence, custody_records, item_pdq_bands, login_failures"
 )
 
 

@@ -12,8 +12,10 @@ outcome before its offset is committed:
   ``moderation_appeals_total{outcome="invalid"}``, stored in ``dead_letters``
   and produced to ``DLQ_TOPIC`` with error class ``invalid_appeal``. Not retried;
 - a transient failure (database, broker): nothing is committed, the consumer
-  is rewound to the record, and it is tried again after a backoff (0.2 s
-  doubling to 30 s) while the consumer keeps its place in the group.
+  is rewound to the record, and it is tried again after a pause (0.2 s
+  doubling to at most 1 s, so an appeal waits at most about a second once the
+  dependency is back) while the consumer keeps its place in the group. The
+  outage is logged when it begins, then at most every 30 s (events/outage.py).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.config import Settings
 from moderation.errors import InvalidInput, ModerationError, RequestError, TransientError
-from moderation.events.kafka import BrokerUnavailable, LagReporter, rewind
+from moderation.events.kafka import BrokerUnavailable, LagReporter, leave_on_close, rewind
+from moderation.events.outage import Outage
 from moderation.metrics import Metrics
 from moderation.storage import appeals, deadletters
 
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 APPEALS_GROUP = "moderation-appeals"
 MAX_RECORD_BYTES = 64 * 1024  # an appeal is a few fields and a statement of at most 5000 characters
 INITIAL_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 30.0
+MAX_BACKOFF_S = 1.0
 ACTOR = "kafka:appeals"  # the audit log's actor for appeals read from the topic
 
 
@@ -77,7 +80,7 @@ class AppealConsumer:
         self.stop_event = threading.Event()
         self.last_loop_at = 0.0  # for /healthz: the loop is alive
         self.outage: str | None = None  # the dependency that is down, while backing off
-        self._backoff = 0.0
+        self._outages = Outage(log, "appeals", INITIAL_BACKOFF_S, MAX_BACKOFF_S)
         self._lag = LagReporter(consumer, metrics.consumer_lag)
 
     def run(self) -> None:
@@ -113,7 +116,11 @@ class AppealConsumer:
                     broker = isinstance(failure, KafkaError | BrokerUnavailable)  # a dead letter not produced
                     self._back_off(failure, "broker" if broker else "database")
                 return handled
-        self._backoff = 0.0
+        if self.outage is not None:
+            lasted = self._outages.back()
+            if lasted is not None:
+                log.info("appeals: %s available again", self.outage, extra={"outage_s": round(lasted, 1)})
+        self._outages.cleared()
         self.outage = None
         return handled
 
@@ -178,11 +185,10 @@ class AppealConsumer:
             log.warning("appeal offset commit skipped after a rebalance: %s", exc)
 
     def _back_off(self, exc: BaseException, dependency: str) -> None:
-        self._backoff = min(max(self._backoff * 2, INITIAL_BACKOFF_S), MAX_BACKOFF_S)
+        pause = self._outages.failed(dependency, exc)
         self.metrics.retries.labels(dependency).inc()
         self.outage = dependency
-        log.warning("appeals: %s unavailable, retrying in %.1fs: %s", dependency, self._backoff, exc)
-        self.stop_event.wait(self._backoff)
+        self.stop_event.wait(pause)
 
     def close(self, settle_s: float = 5.0) -> None:
         """Leave the group after ``run`` returned. Like the worker (Worker.close),
@@ -199,6 +205,7 @@ class AppealConsumer:
         except Exception as exc:  # noqa: BLE001 - leaving must not fail: the session timeout covers it
             log.warning("could not settle the appeals group before leaving: %s", exc)
         finally:
+            leave_on_close(self.consumer)
             self.consumer.close()
 
 
@@ -221,15 +228,15 @@ def build_appeal_consumer(
 ) -> AppealConsumer:
     """The consumer and its own producer (dead letters), from settings."""
     from moderation.events import kafka
-    from moderation.storage.db import make_engine, make_sessionmaker
+    from moderation.storage.db import make_sessionmaker, role_engine
 
     consumer = kafka.make_consumer(
         settings, settings.appeals_topic, group_id=group_id, client_id="moderation-appeals"
     )
-    producer = kafka.make_producer(settings)
+    producer = kafka.ProducerSlot(lambda: kafka.make_producer(settings))
     return AppealConsumer(
         consumer,
-        make_sessionmaker(make_engine(settings.database_url)),
+        make_sessionmaker(role_engine(settings)),
         settings,
         kafka.TopicSender(producer, settings.dlq_topic, metrics.publish_failed("dead_letters")),
         metrics,

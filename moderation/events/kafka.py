@@ -5,16 +5,42 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import IllegalStateError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    CorruptRecordError,
+    IllegalStateError,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    InvalidRecordError,
+    InvalidTimestampError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumberError,
+    ProducerFencedError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+    UnknownError,
+    UnknownProducerIdError,
+)
 
 from moderation.config import Settings
-from moderation.errors import ConfigError, FatalError, TransientError
+from moderation.errors import ConfigError, FatalError, InvalidInput
+from moderation.events.delivery import (
+    ACKNOWLEDGED,
+    REFUSED,
+    UNAVAILABLE,
+    BrokerUnavailable,
+    Headers,
+    Record,
+    SendResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +50,61 @@ MAX_PARTITION_FETCH_BYTES = 1024 * 1024  # per partition (Kafka's default)
 HEARTBEAT_MAX_MS = 1000
 
 
-class BrokerUnavailable(TransientError):
-    """The broker did not acknowledge a record in time (retried later)."""
+class RecordRefused(InvalidInput):
+    """The broker (or the producer's own size check) refused this record for good:
+    the same bytes can never be produced. Outboxes set such a row aside
+    (storage/set_aside.py) instead of stopping."""
+
+    code = "record_refused"
+
+
+# Errors about one record, not about the topic, the cluster or this client's
+# rights: retrying the same bytes cannot succeed, but the next record can. The
+# producer itself raises MessageSizeTooLargeError for a record over
+# max_request_size (1 MiB) before sending it; the broker answers the others
+# (a record over the topic's max.message.bytes, a bad CRC, a timestamp out of
+# range). Anything else that is not retriable (authorization, unknown topic,
+# unsupported version...) is a configuration problem and stays fatal.
+RECORD_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    CorruptRecordError,
+    InvalidTimestampError,
+)
+
+
+# Errors about the producer's own id and sequence numbers (the idempotent
+# producer's state), which a broker that lost them answers: a replaced broker,
+# an empty cluster at the same address. The producer cannot recover by itself
+# (kafka-python's epoch bump fails there too and leaves it failing every send);
+# a new one can. TopicSender replaces its producer and the record is retried.
+PRODUCER_STATE_ERRORS: tuple[type[KafkaError], ...] = (
+    UnknownProducerIdError,
+    OutOfOrderSequenceNumberError,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    ProducerFencedError,
+)
+
+
+def classify_send_error(exc: KafkaError) -> str:
+    """``refused`` (this record's problem), ``broker_unavailable`` (retry later)
+    or ``fatal`` (configuration: stop the process)."""
+    if isinstance(exc, RECORD_ERRORS):
+        return REFUSED
+    if isinstance(exc, PRODUCER_STATE_ERRORS):
+        return UNAVAILABLE  # with a new producer (TopicSender)
+    if isinstance(exc, UnknownError):
+        # UNKNOWN_SERVER_ERROR: the broker failed for reasons of its own (tansu
+        # answers it when two producers race for a new partition's first batch),
+        # not a configuration problem: retry.
+        return UNAVAILABLE
+    # A bare KafkaError is what kafka-python gives the other records of a batch
+    # the broker rejected because of one invalid record: they are fine, retry them.
+    if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError) or type(exc) is KafkaError:
+        return UNAVAILABLE
+    return "fatal"
 
 
 def bootstrap(settings: Settings) -> list[str]:
@@ -45,6 +124,9 @@ def make_consumer(settings: Settings, topic: str | None = None, **overrides: Any
     MAX_PARTITION_FETCH_BYTES, and asks for at most FETCH_MAX_BYTES at a time
     (a larger single record still comes through). Heartbeats go at least every
     second, so a rebalance is noticed within one (see Worker.close).
+    With KAFKA_GROUP_INSTANCE_ID the member is static (KIP-345): restarted
+    within the session timeout under the same id, it gets its partitions back
+    without a rebalance of the group (Apache Kafka 2.3+; docs/reliability.md).
     ``overrides``: kafka-python settings that replace these (tests)."""
     session_ms = settings.kafka_session_timeout_ms
     config: dict[str, Any] = dict(
@@ -60,56 +142,180 @@ def make_consumer(settings: Settings, topic: str | None = None, **overrides: Any
         max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         client_id="moderation-worker",
     )
+    if settings.kafka_group_instance_id:
+        config["group_instance_id"] = settings.kafka_group_instance_id
     config.update(overrides)
     return KafkaConsumer(topic or settings.uploads_topic, **config)
 
 
+def leave_on_close(consumer: KafkaConsumer) -> None:
+    """Make ``consumer.close()`` send LeaveGroup even for a static member.
+
+    kafka-python sends none for a static member (KIP-345: its partitions wait
+    for it through a restart, until the session timeout). A consumer that stops
+    on purpose (SIGTERM: a scale-down, a rollout to a pod of another name)
+    leaves anyway, naming its group.instance.id, so its partitions move at
+    once; only a crash leaves them waiting for a restart. Reads kafka-python
+    internals defensively: without them, close() behaves as kafka-python does."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if getattr(coordinator, "group_instance_id", None) and hasattr(coordinator, "is_dynamic_member"):
+        coordinator.is_dynamic_member = lambda: True  # type: ignore[union-attr]
+
+
 def make_producer(settings: Settings) -> KafkaProducer:
+    """acks=all and one request in flight (per-key order holds across retries).
+    Not idempotent: a broker that lost the producer's id (a replaced broker, a
+    rebuilt cluster at the same address) would otherwise fail or stall every
+    send (kafka-python resends for as long as ``delivery.timeout.ms``); the
+    outboxes deliver at least once anyway, and a repeat carries the same
+    idempotency key (docs/events.md)."""
     return KafkaProducer(
         bootstrap_servers=bootstrap(settings),
         acks="all",
         retries=5,
         linger_ms=2,
         max_in_flight_requests_per_connection=1,  # keeps per-key order across retries
+        enable_idempotence=False,
         client_id="moderation",
     )
 
 
+class ProducerSlot:
+    """The producer that a process's senders share, made again when it may no
+    longer produce: PRODUCER_STATE_ERRORS, kafka-python's producer in its fatal
+    state, or a record not acknowledged within SEND_TIMEOUT_S (a producer stuck
+    on a broker that forgot it). The next send makes the new one (a fresh
+    connection, metadata and producer id); the records that failed stay in
+    their outboxes and are produced again."""
+
+    def __init__(self, make: Callable[[], KafkaProducer]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._current: KafkaProducer | None = make()
+        self.replacements = 0
+
+    @property
+    def producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._current is None:
+                self._current = self._make()
+            return self._current
+
+    def replace(self, failed: Any) -> None:
+        """Give up ``failed`` (closed without waiting); a no-op when another
+        sender replaced it already."""
+        with self._lock:
+            if failed is None or id(self._current) != id(failed):
+                return
+            self._current = None
+            self.replacements += 1
+        log.warning(
+            "Kafka producer replaced: the broker no longer knows its producer id "
+            "(a new or restarted broker?); unacknowledged records are produced again",
+            extra={"replacements": self.replacements},
+        )
+        try:
+            failed.close(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - it is being thrown away
+            log.debug("closing the replaced producer: %s", exc)
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._lock:
+            current, self._current = self._current, None
+        if current is not None:
+            current.close(timeout=timeout)
+
+
+def _producer_broken(producer: Any) -> bool:
+    """Whether kafka-python's idempotent producer is in its fatal state, where
+    every later send fails (read defensively: False if the internals moved)."""
+    manager = getattr(producer, "_transaction_manager", None)
+    fatal = getattr(manager, "has_fatal_error", None)
+    try:
+        return bool(fatal()) if callable(fatal) else False
+    except Exception:  # noqa: BLE001 - a check only
+        return False
+
+
 class TopicSender:
-    """Send records and wait for the broker's acknowledgement."""
+    """Send records and wait for the broker's acknowledgement. Given a
+    ``ProducerSlot``, a producer the broker no longer knows is replaced."""
 
     def __init__(
-        self, producer: KafkaProducer, topic: str, on_failure: Callable[[str], None] | None = None
+        self,
+        producer: KafkaProducer | ProducerSlot,
+        topic: str,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
-        self.producer = producer
+        self.slot = producer if isinstance(producer, ProducerSlot) else None
+        self._producer: Any = producer
         self.topic = topic
-        self.on_failure = on_failure  # called with "broker_unavailable" or "refused"
+        self.on_failure = on_failure  # called per record with "broker_unavailable" or "refused"
 
-    def __call__(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+    @property
+    def producer(self) -> KafkaProducer:
+        """The producer the next send uses."""
+        return self.slot.producer if self.slot is not None else self._producer  # type: ignore[no-any-return]
+
+    def __call__(self, key: bytes, value: bytes, headers: Headers = ()) -> None:
         self.send_all([(key, value)], headers)
 
-    def send_all(
-        self, records: Sequence[tuple[bytes, bytes]], headers: Sequence[tuple[str, bytes]] = ()
-    ) -> None:
-        """Send records in order and wait until the broker acknowledged all of them
-        (one round trip for a batch; the producer keeps one request in flight, so
-        order holds across retries)."""
+    def send_all(self, records: Sequence[tuple[bytes, bytes]], headers: Headers = ()) -> None:
+        """Send records in order and wait until the broker acknowledged all of
+        them; raises on the first that was not: ``BrokerUnavailable`` (retry
+        later), ``RecordRefused`` (never producible) or ``FatalError``
+        (configuration). Outboxes use ``send_each`` instead."""
+        results = self.send_each([(key, value, headers) for key, value in records])
+        for result in results:
+            if result.status == UNAVAILABLE:
+                message = f"broker did not acknowledge a record on {self.topic}: {result.reason}"
+                raise BrokerUnavailable(message)
+        for result in results:
+            if result.status == REFUSED:
+                raise RecordRefused(f"broker refused a record on {self.topic}: {result.reason}")
+
+    def send_each(self, records: Sequence[Record]) -> list[SendResult]:
+        """Send (key, value, headers) records in order and wait for every one's
+        outcome (one round trip for a batch; the producer keeps one request in
+        flight, so order holds across retries): one ``SendResult`` per record,
+        in order. A refused record never holds up the others. Raises
+        ``FatalError`` when the broker refuses for a reason that is not the
+        record's (authorization, unknown topic): retrying cannot help and the
+        process must stop loudly."""
         try:
-            futures = [
-                self.producer.send(self.topic, key=key, value=value, headers=list(headers))
-                for key, value in records
-            ]
-            for future in futures:
+            producer = self.producer
+        except KafkaError as exc:  # a new producer could not be made
+            return [self._failed(exc) for _ in records]
+        futures: list[Any] = []
+        for key, value, headers in records:
+            try:
+                futures.append(producer.send(self.topic, key=key, value=value, headers=list(headers)))
+            except KafkaError as exc:  # the producer's own checks (size) fail before sending
+                futures.append(exc)
+        results = []
+        broken = False
+        for future in futures:
+            try:
+                if isinstance(future, KafkaError):
+                    raise future
                 future.get(timeout=SEND_TIMEOUT_S)
-        except KafkaError as exc:
-            transient = getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
-            if self.on_failure is not None:
-                self.on_failure("broker_unavailable" if transient else "refused")
-            if transient:
-                message = f"broker did not acknowledge a record on {self.topic}: {exc}"
-                raise BrokerUnavailable(message) from exc
-            # Authorization, unknown topic, record too large...: retrying cannot help.
+                results.append(SendResult(ACKNOWLEDGED))
+            except KafkaError as exc:
+                broken = broken or isinstance(exc, (*PRODUCER_STATE_ERRORS, KafkaTimeoutError))
+                results.append(self._failed(exc))
+        if self.slot is not None and (broken or _producer_broken(producer)):
+            self.slot.replace(producer)
+        return results
+
+    def _failed(self, exc: KafkaError) -> SendResult:
+        kind = classify_send_error(exc)
+        if self.on_failure is not None:
+            self.on_failure(UNAVAILABLE if kind == UNAVAILABLE else REFUSED)
+        if kind == "fatal":
             raise FatalError(f"broker refused a record on {self.topic}: {exc!r}") from exc
+        name, text = type(exc).__name__, str(exc)
+        reason = text if name in text else f"{name}: {text}"  # kafka-python's broker errors name themselves
+        return SendResult(kind, reason[:1000])
 
 
 def ensure_topics(settings: Settings, partitions: int = 3) -> None:

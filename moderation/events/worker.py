@@ -18,8 +18,10 @@ position for dead letters) and only re-produces what was not yet acknowledged.
 Transient failures (database, broker) pause every assigned partition: the
 records in hand that have no outcome yet are handed back (the consumer is
 rewound to them), nothing more is committed, and the worker keeps polling, so
-it stays in its group however long the outage lasts; after a backoff (0.2 s
-doubling to 30 s) it resumes and tries again. Whenever records in hand are
+it stays in its group however long the outage lasts. It probes the dependency
+(``SELECT 1``, a broker round trip; events/outage.py) after 0.2 s, doubling to
+at most 1 s, and resumes as soon as it answers; the outage is logged when it
+begins and then every 30 s at most. Whenever records in hand are
 abandoned (an outage, a refused commit, a stop, a rebalance waiting for this
 member, half of max.poll.interval gone by) the consumer is rewound to them, so
 none is skipped even when the partition stays with this worker. A worker asked
@@ -45,7 +47,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation.classify import Scores
 from moderation.config import Settings
 from moderation.errors import FatalError, InvalidInput, ModerationError, TransientError
-from moderation.events.kafka import BrokerUnavailable, LagReporter, rewind
+from moderation.events.kafka import BrokerUnavailable, LagReporter, leave_on_close, rewind
+from moderation.events.outage import Outage, Probe
 from moderation.events.uploads import parse_upload_event
 from moderation.metrics import Metrics
 from moderation.pipeline import Analysis, Pipeline, Prepared
@@ -58,7 +61,7 @@ log = logging.getLogger(__name__)
 Send = Callable[..., None]
 OUTBOX_SWEEP_SECONDS = 5.0
 INITIAL_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 30.0
+MAX_BACKOFF_S = 1.0  # between probes of a dependency that is down (a probe is cheap)
 # route -> (action, source) of the decision the pipeline records by itself
 AUTOMATIC_DECISIONS = {"auto_remove": ("remove", "hash_match"), "allow": ("allow", "classifier")}
 
@@ -99,6 +102,7 @@ class Worker:
         batch_size: int = 8,
         batch_wait_s: float = 0.2,
         settings: Settings | None = None,
+        probe: Probe | None = None,
     ) -> None:
         self.consumer = consumer
         self.settings = settings  # queue order of stored items: SLA_HOURS, PRIORITY_POINT_MINUTES
@@ -119,7 +123,8 @@ class Worker:
         self._last_sweep = 0.0
         self._outage: str | None = None  # the dependency that is down, while paused
         self._resume_at = 0.0
-        self._failures = 0  # consecutive: the backoff doubles with each
+        self.probe = probe  # tells whether a dependency is back; None: retry the work itself
+        self._outages = Outage(log, "partitions paused", INITIAL_BACKOFF_S, MAX_BACKOFF_S)
         self._assignment: frozenset[TopicPartition] = frozenset()
         self._polled_at = time.monotonic()
         self._batches_since_poll = 0
@@ -174,6 +179,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - leaving must not fail: the session timeout covers it
             log.warning("could not settle the group before leaving: %s", exc)
         finally:
+            leave_on_close(self.consumer)
             self.consumer.close()
             log.info("left the group", extra={"settle_s": round(time.monotonic() - started, 2)})
 
@@ -214,7 +220,7 @@ class Worker:
             self._batches_since_poll += 1
             if not self._commit(tp, records[position - 1].offset + 1):
                 return position, False
-            self._failures = 0
+            self._outages.cleared()
         return position, True
 
     def _commit(self, tp: TopicPartition, offset: int) -> bool:
@@ -251,34 +257,29 @@ class Worker:
             return False
 
     def _enter_outage(self, exc: BaseException, dependency: str | None = None) -> None:
-        """Pause every partition and retry after a backoff (0.2 s doubling to
-        MAX_BACKOFF_S). Meanwhile the worker keeps polling, so it stays in its
-        group, however long the outage; nothing in hand was committed."""
+        """Pause every partition and probe the dependency after a pause (0.2 s
+        doubling to MAX_BACKOFF_S). Meanwhile the worker keeps polling, so it
+        stays in its group, however long the outage; nothing in hand was committed."""
         if dependency is None:
             dependency = "broker" if isinstance(exc, KafkaError | BrokerUnavailable) else "database"
-        backoff = min(INITIAL_BACKOFF_S * 2**self._failures, MAX_BACKOFF_S)
-        self._failures += 1
+        pause = self._outages.failed(dependency, exc)
         self._outage = dependency
-        self._resume_at = time.monotonic() + backoff
+        self._resume_at = time.monotonic() + pause
         self.metrics.retries.labels(dependency).inc()
         self._pause_assigned()
-        log.warning(
-            "partitions paused: %s unavailable, retrying in %.1fs: %s",
-            dependency,
-            backoff,
-            exc,
-            extra={"dependency": dependency, "attempt": self._failures},
-        )
 
     def _wait_out_outage(self) -> None:
-        """Poll (everything paused) until the backoff is over, then resume."""
+        """Poll (everything paused) until the pause is over, then probe the
+        dependency: resume when it answers, else pause again."""
         while not self.stop_event.is_set():
             self.last_loop_at = time.monotonic()
             remaining = self._resume_at - time.monotonic()
             if remaining <= 0:
-                break
+                if self._dependency_back():
+                    break
+                continue
             polled = self._poll(max(1, int(min(remaining, 0.5) * 1000)))
-            if polled is None:  # the broker is unreachable too: wait, the backoff runs on
+            if polled is None:  # the broker is unreachable too: wait, the pause runs on
                 self.stop_event.wait(min(remaining, 0.5))
                 continue
             for tp, records in polled.items():  # assigned by a rebalance meanwhile, not yet paused
@@ -289,7 +290,31 @@ class Worker:
         paused = self.consumer.paused()
         if paused:
             self.consumer.resume(*paused)
-        log.info("partitions resumed", extra={"attempt": self._failures})
+
+    def _dependency_back(self) -> bool:
+        """Whether the dependency the worker is paused for answers again (the
+        probe; without one, the work itself is the probe). If not, the next
+        probe is scheduled."""
+        dependency = self._outage or "database"
+        if self.probe is not None:
+            try:
+                self.probe(dependency)
+            except FatalError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - still down
+                self._enter_outage(exc, dependency)
+                return False
+        lasted = self._outages.back()
+        if lasted is not None:
+            log.info(
+                "partitions resumed",
+                extra={
+                    "dependency": dependency,
+                    "outage_s": round(lasted, 1),
+                    "attempt": self._outages.failures,
+                },
+            )
+        return True
 
     def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[Any]] | None:
         """``consumer.poll``; None when the broker cannot be reached (then the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from moderation import text_limits
 from moderation.domain import SIGNAL_TYPES, EntrySpec
 
 _HEX_LEN = {"sha256": 64, "md5": 32, "pdq": 64}
@@ -38,9 +39,14 @@ def normalise(signal: str, value: str) -> str:
     return serialize(frames)
 
 
-# The sizes of the bank_entries columns (moderation/storage/models.py). ``note``
-# is unbounded text.
-FIELD_LIMITS = {"source_ref": 200, "case_id": 200, "added_by": 100}
+# The limits of an entry's text fields (moderation/text_limits.py; the first
+# three are the sizes of the bank_entries columns, moderation/storage/models.py).
+FIELD_LIMITS = {
+    "source_ref": text_limits.ID,
+    "case_id": text_limits.ID,
+    "added_by": text_limits.NAME,
+    "note": text_limits.NOTE,
+}
 
 
 def make_entry(
@@ -58,8 +64,12 @@ def make_entry(
     full, only its first 80 characters."""
     signal = signal.strip().lower()
     normalised = normalise(signal, value)
-    fields = {"source_ref": source_ref.strip(), "case_id": case_id.strip(), "added_by": added_by.strip()}
+    fields = {
+        "source_ref": source_ref.strip(),
+        "case_id": case_id.strip(),
+        "added_by": added_by.strip(),
+        "note": note.strip(),
+    }
     for name, text in fields.items():
-        if len(text) > FIELD_LIMITS[name]:
-            raise ValueError(f"{name} is {len(text)} characters long; the limit is {FIELD_LIMITS[name]}")
-    return EntrySpec(signal=signal, value=normalised, note=note.strip(), **fields)
+        text_limits.check(name, text, FIELD_LIMITS[name])  # TextTooLong is a ValueError
+    return EntrySpec(signal=signal, value=normalised, **fields)

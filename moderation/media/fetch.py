@@ -19,7 +19,9 @@ testing with ``moderation publish``, and never as a redirect target.
 from __future__ import annotations
 
 import http.client
+import os
 import ssl
+import stat
 import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -85,14 +87,34 @@ class MediaFetcher:
         return self._fetch_http(url)
 
     def _fetch_file(self, url: str) -> bytes:
+        """A regular file's bytes, read through the limit: at most max_bytes + 1
+        are ever read, whatever size the file reports (files in /proc report 0,
+        and a file may grow while it is read). FIFOs, devices, sockets and
+        folders are refused without reading (a FIFO or /dev/zero never ends)."""
         path = Path(unquote(urlsplit(url).path))
         try:
-            size = path.stat().st_size
-            if size > self.max_bytes:
-                raise MediaTooLarge(f"file is {size} bytes, over the limit of {self.max_bytes}")
-            return path.read_bytes()
+            # O_NONBLOCK: opening a FIFO must not wait for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             raise MediaFetchError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise MediaFetchError(f"cannot read {path}: {_file_kind(info.st_mode)}, not a regular file")
+            if info.st_size > self.max_bytes:
+                raise MediaTooLarge(f"file is {info.st_size} bytes, over the limit of {self.max_bytes}")
+            os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb", closefd=True) as fh:
+                fd = -1
+                body = fh.read(self.max_bytes + 1)
+        except OSError as exc:
+            raise MediaFetchError(f"cannot read {path}: {exc.strerror}") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if len(body) > self.max_bytes:
+            raise MediaTooLarge(f"file is over the limit of {self.max_bytes} bytes")
+        return body
 
     def _fetch_http(self, url: str) -> bytes:
         # An overloaded media host (429/5xx) gets a few quick retries; after that the
@@ -208,6 +230,17 @@ class MediaFetcher:
             )
         body += decoder.finish()
         return bytes(body)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _within(timeout: float, deadline: FetchDeadline) -> float:

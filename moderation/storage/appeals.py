@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from moderation import text_limits
 from moderation.config import Settings
 from moderation.domain import Action, EntryStatus, ItemState, Source, Tier
 from moderation.errors import Conflict, NotFound, RequestError
@@ -35,8 +36,6 @@ from moderation.storage.db import is_unicode_text
 from moderation.storage.models import Appeal, Bank, BankEntry, Decision, Item, User, utcnow
 
 FIELDS = frozenset({"appeal_id", "content_id", "item_id", "statement", "submitted_by"})
-MAX_ID = 200
-MAX_STATEMENT = 5000
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,9 @@ def _text(body: Mapping[str, Any], name: str, limit: int, required: bool = False
         if required:
             raise RequestError(f"{name} is required")
         return None
-    if not isinstance(value, str) or "\x00" in value or len(value) > limit:
+    if not isinstance(value, str) or "\x00" in value:
         raise RequestError(f"{name} must be a string of at most {limit} characters")
+    text_limits.check(name, value, limit)  # TextTooLong: a RequestError, so an invalid appeal
     if not is_unicode_text(value):  # a lone surrogate: no database column can store it
         raise RequestError(f"{name} must be valid Unicode text")
     value = value.strip()
@@ -76,13 +76,13 @@ def parse_request(body: object, key: bytes | None = None) -> AppealRequest:
     ``item_id`` names its content by its key."""
     if not isinstance(body, dict):
         raise RequestError("an appeal is a JSON object with appeal_id and content_id or item_id")
-    appeal_id = _text(body, "appeal_id", MAX_ID, required=True) or ""
+    appeal_id = _text(body, "appeal_id", text_limits.ID, required=True) or ""
     if not appeal_id.isprintable():
         raise RequestError("appeal_id must be printable text")
     item_id = body.get("item_id")
     if item_id is not None and (isinstance(item_id, bool) or not isinstance(item_id, int) or item_id < 1):
         raise RequestError("item_id must be a positive integer")
-    content_id = _text(body, "content_id", MAX_ID) or None
+    content_id = _text(body, "content_id", text_limits.ID) or None
     if content_id is None and item_id is None and key:
         try:
             content_id = key.decode("utf-8").strip() or None
@@ -94,8 +94,8 @@ def parse_request(body: object, key: bytes | None = None) -> AppealRequest:
         appeal_id=appeal_id,
         item_id=item_id,
         content_id=content_id,
-        statement=_text(body, "statement", MAX_STATEMENT) or "",
-        submitted_by=_text(body, "submitted_by", MAX_ID) or "",
+        statement=_text(body, "statement", text_limits.STATEMENT) or "",
+        submitted_by=_text(body, "submitted_by", text_limits.ID) or "",
     )
 
 

@@ -122,9 +122,41 @@ def create_bank(
 
 
 def get_or_create_bank(session: Session, name: str, action: BankAction, description: str = "") -> Bank:
+    """The bank named ``name``, created (by "system") if missing. Race-free:
+    concurrent first callers (two moderators' first removals on a fresh
+    database) insert with ON CONFLICT DO NOTHING, so exactly one creates it,
+    records the change and the audit entry, and the others wait for its
+    transaction and read its row (PostgreSQL and SQLite)."""
     bank = session.scalar(select(Bank).where(Bank.name == name))
-    if bank is None:
-        bank = create_bank(session, name, action.value, actor="system", description=description)
+    if bank is not None:
+        return bank
+    dialect = session.get_bind().dialect.name
+    if dialect not in {"postgresql", "sqlite"}:
+        return create_bank(session, name, action.value, actor="system", description=description)
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    now = utcnow()
+    values = dict(
+        name=name,
+        action=action.value,
+        description=description,
+        pdq_distance=31,
+        vpdq_share=0.8,
+        source=BankSource.LOCAL.value,
+        enabled=True,
+        created_at=now,
+        updated_at=now,
+    )
+    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(Bank).values(**values)
+    bank_id = session.scalar(statement.on_conflict_do_nothing(index_elements=["name"]).returning(Bank.id))
+    if bank_id is not None:
+        record_change(session, bank_id)
+        audit.record(
+            session, "system", "bank.create", None, bank=name, bank_action=action.value, source="local"
+        )
+    bank = session.scalar(select(Bank).where(Bank.name == name))
+    assert bank is not None  # inserted here, or committed by the transaction it waited for
     return bank
 
 

@@ -2,11 +2,14 @@
 decisions). A redelivered record finds its row by source position and is not
 dead-lettered twice; a row whose produce failed is produced again. A later,
 separate delivery of the same event (the upload service retrying after a
-temporary failure) is a new record and gets a new attempt."""
+temporary failure) is a new record and gets a new attempt. A row the broker
+refuses for good is set aside with the reason, as decisions are
+(storage/set_aside.py); dead letters have no order to keep."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +18,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.errors import ModerationError, ProcessingFailed
+from moderation.events import delivery
+from moderation.events.delivery import UNAVAILABLE, BrokerUnavailable
 from moderation.storage.models import DeadLetter, utcnow
+
+log = logging.getLogger(__name__)
 
 # Kafka's default message limit is 1 MiB. Headers are capped (error message 1000
 # characters, event id 200), so key + value within this budget always fits.
@@ -99,10 +106,19 @@ def record_dead_letter(
 def publish_pending(
     sessions: sessionmaker[Session], send: SendWithHeaders, ids: Sequence[int] | None = None, limit: int = 100
 ) -> int:
+    """Produce unpublished dead letters (optionally only ``ids``); returns how
+    many were published. Each row is marked by its own outcome and the marks are
+    committed: acknowledged -> ``published_at``; refused for good -> set aside
+    with the reason; not acknowledged -> left for the next sweep, and
+    ``BrokerUnavailable`` (or a plain sender's own error) raised after the commit."""
     with sessions() as session:
         query = (
             select(DeadLetter)
-            .where(DeadLetter.published_at.is_(None))
+            .where(
+                DeadLetter.published_at.is_(None),
+                DeadLetter.set_aside_at.is_(None),
+                DeadLetter.discarded_at.is_(None),
+            )
             .order_by(DeadLetter.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -110,11 +126,29 @@ def publish_pending(
         if ids is not None:
             query = query.where(DeadLetter.id.in_(ids))
         pending = session.scalars(query).all()
-        for row in pending:
-            send(row.key, row.value, [(k, v.encode()) for k, v in row.headers.items()])
-            row.published_at = utcnow()
+        records = [(row.key, row.value, [(k, v.encode()) for k, v in row.headers.items()]) for row in pending]
+        results, problem = delivery.send_each(send, records)
+        now = utcnow()
+        published = 0
+        unavailable = ""
+        for row, result in zip(pending, results, strict=False):
+            if result.acknowledged:
+                row.published_at = now
+                published += 1
+            elif result.status == UNAVAILABLE:
+                unavailable = unavailable or result.reason
+            else:
+                row.set_aside_at, row.set_aside_reason = now, result.reason or "refused by the broker"
+                log.error(
+                    "dead letter set aside: the broker refused it for good",
+                    extra={"dead_letter_id": row.id, "reason": row.set_aside_reason, "size": len(row.value)},
+                )
         session.commit()
-        return len(pending)
+    if problem is not None:
+        raise problem
+    if unavailable:
+        raise BrokerUnavailable(f"broker did not acknowledge a dead letter: {unavailable}")
+    return published
 
 
 def _timestamp(record: Any) -> int:

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation import evidence_bundle, evidence_crypto
+from moderation import evidence_bundle, evidence_crypto, text_limits
 from moderation.config import Settings, load_settings
 from moderation.errors import NotFound, RequestError
 from moderation.storage import audit, custody
@@ -38,7 +38,6 @@ from moderation.storage.models import Decision, Evidence, Item, ItemMedia, utcno
 MANIFEST_SCHEMA = "moderation.evidence/1"
 PURGED_FIELDS = ("event", "uploader_id")  # personal data with no use once the media is gone
 EXPIRING_DAYS = 30  # "expiring soon" on the evidence list
-MAX_REASON = 2000
 # Decision payload fields kept with the decision (four eyes, appeals, the restricted queue).
 DECISION_EXTRAS = ("sequence", "restricted", "second_moderator", "first_reason", "appeal_id", "supersedes")
 
@@ -261,8 +260,7 @@ def set_hold(session: Session, item_id: int, hold: bool, reason: str, actor: str
     reason = reason.strip()
     if not reason:
         raise RequestError("give a reason (e.g. the police reference or the request it answers)")
-    if len(reason) > MAX_REASON:
-        raise RequestError(f"the reason is too long (at most {MAX_REASON} characters)")
+    text_limits.check("reason", reason, text_limits.NOTE)
     evidence = get(session, item_id, lock=True)
     if evidence.legal_hold == hold:
         raise RequestError(f"evidence of item {item_id} is {'already' if hold else 'not'} under legal hold")

@@ -1,5 +1,6 @@
 """The figures the web role exports from the database at scrape time: open
-queue items, items near or past their SLA, the outboxes' backlog and bank sizes.
+queue items, items near or past their SLA, the outboxes' backlog and set-aside
+rows, and bank sizes.
 
 Each is one grouped query over an indexed column; with a bank of millions of
 entries the per-bank count is the costliest (an index-only scan of
@@ -16,6 +17,7 @@ from moderation.domain import EntryStatus, ItemState
 from moderation.metrics import DatabaseGauges
 from moderation.storage.models import Bank, BankEntry, DeadLetter, Decision, Item, utcnow
 from moderation.storage.queue import queue_depth
+from moderation.storage.set_aside import counts as set_aside_counts
 
 OPEN = (ItemState.PENDING.value, ItemState.CLAIMED.value)
 
@@ -26,6 +28,7 @@ def database_gauges(session: Session, near_hours: float, now: datetime | None = 
         queue=queue_depth(session, now),
         sla=sla_items(session, now, near_hours),
         outbox=outbox_backlog(session, now),
+        set_aside=set_aside_counts(session),
         banks=bank_sizes(session),
     )
 
@@ -42,11 +45,15 @@ def sla_items(session: Session, now: datetime, near_hours: float) -> list[tuple[
 
 
 def outbox_backlog(session: Session, now: datetime) -> list[tuple[str, int, float]]:
-    """(outbox, unpublished rows, age in seconds of the oldest) for decisions and dead letters."""
+    """(outbox, rows waiting to be produced, age in seconds of the oldest) for
+    decisions and dead letters. Set-aside and discarded rows are not waiting
+    (``set_aside_counts``); decisions held behind a set-aside one are."""
     out = []
     for name, table in (("decisions", Decision), ("dead_letters", DeadLetter)):
         count, oldest = session.execute(
-            select(func.count(), func.min(table.created_at)).where(table.published_at.is_(None))
+            select(func.count(), func.min(table.created_at)).where(
+                table.published_at.is_(None), table.set_aside_at.is_(None), table.discarded_at.is_(None)
+            )
         ).one()
         age = max(0.0, (now - _aware(oldest)).total_seconds()) if oldest is not None else 0.0
         out.append((name, int(count), age))

@@ -62,8 +62,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))  # domain.Role: moderator | senior | admin | auditor
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # Login security (users.check_login): failed logins in a row, and the lock they
-    # trigger; in the database, so the count holds across web replicas.
+    # The account-wide lockout before migration 0009; unused since (the lockout is
+    # per account and source: LoginFailure), kept so that a downgrade loses nothing.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -75,12 +75,28 @@ class User(Base):
 
 
 class LoginAttempt(Base):
-    """Login attempts per client address per minute (the per-address rate limit)."""
+    """The per-address login rate limit, one token bucket per client address
+    (storage/login_attempts.py): ``tat`` is when the bucket is empty again, in
+    seconds since the epoch."""
 
     __tablename__ = "login_attempts"
     address: Mapped[str] = mapped_column(String(64), primary_key=True)
-    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    tat: Mapped[float] = mapped_column(Float, index=True)
+
+
+class LoginFailure(Base):
+    """Wrong passwords for one account from one source (a client address, an
+    IPv6 /64), and the lock they set for that source only (storage/lockouts.py)."""
+
+    __tablename__ = "login_failures"
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row, since the last success or lock
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)  # locks in a row: each lasts twice as long
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The last success or lock from this source: failures that began before it do not count.
+    reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class Bank(Base):
@@ -186,6 +202,10 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     bank: Mapped[str | None] = mapped_column(String(100), nullable=True)  # submissions land here
+    # A personal token (scope ``review``) acts as this user, with the user's role.
+    user_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     created_by: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -343,7 +363,9 @@ class ItemMedia(Base):
 
 
 class Decision(Base):
-    """A decision and its outbox state: ``published_at`` is set once Kafka acknowledged it."""
+    """A decision and its outbox state: ``published_at`` is set once Kafka acknowledged it;
+    ``set_aside_at`` (with the broker's reason) once the broker refused it for good, and
+    ``discarded_at`` when an admin chose never to publish it (storage/set_aside.py)."""
 
     __tablename__ = "decisions"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -357,6 +379,9 @@ class Decision(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    set_aside_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    set_aside_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    discarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class DeadLetter(Base):
@@ -387,6 +412,10 @@ class DeadLetter(Base):
     headers: Mapped[dict[str, str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    # As for decisions: refused by the broker for good, or discarded by an admin.
+    set_aside_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    set_aside_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    discarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class AuditRecord(Base):

@@ -5,23 +5,36 @@ records. It is then produced to Kafka and marked ``published_at``; anything not
 yet marked (a crash, a broker outage) is produced again by the next sweep. The
 platform deduplicates by ``idempotency_key``, so delivery is at-least-once and
 idempotent in effect.
+
+A decision the broker refuses for good (too large, an invalid record) is set
+aside with the broker's reason (``set_aside_at``, ``set_aside_reason``) and the
+rest of the outbox keeps flowing. An item's decisions are published in order,
+so its later decisions wait behind a set-aside one until an admin retries or
+discards it (storage/set_aside.py, the console's /admin/outbox).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.domain import Action, Source
+from moderation.events import delivery
+from moderation.events.delivery import UNAVAILABLE, BrokerUnavailable
 from moderation.storage.models import Decision, Item, utcnow
+
+log = logging.getLogger(__name__)
 
 DECISION_SCHEMA_VERSION = 1
 
-# (key, value) -> None; raises if the broker did not acknowledge.
+# (key, value) -> None, raising if the broker did not acknowledge; or a
+# TopicSender, whose send_each reports each record's outcome.
 SendFn = Callable[[bytes, bytes], None]
 
 
@@ -94,19 +107,31 @@ def publish_pending(
     on_published: Callable[[Decision], None] | None = None,
 ) -> int:
     """Produce unpublished decisions (optionally only those of ``item_ids``) and mark
-    them published; returns how many.
+    each by its outcome; returns how many were published.
 
     The rows are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) for the whole
     batch, so concurrent sweepers in workers and web replicas do not produce the
-    same decision twice; a decision waits while an earlier one of the same item is
-    unpublished and held by another sweeper, so an item's decisions reach the
-    topic in order. If a send fails, nothing of the batch is marked and all of
-    it is produced again later: consumers deduplicate by ``idempotency_key``.
+    same decision twice. An item's decisions reach the topic in order: one waits
+    while an earlier one of its item is unpublished, whether held by another
+    sweeper or set aside, and within a batch each item's next decision is sent
+    only once the previous one was acknowledged (rounds: usually one round trip).
+
+    Each row is marked by its own outcome, and the marks are committed even when
+    the broker failed part of the batch: acknowledged -> ``published_at``;
+    refused for good -> set aside with the reason (later decisions of its item
+    wait, the rest of the batch goes on); not acknowledged -> left for the next
+    sweep, and ``BrokerUnavailable`` (or a plain sender's own error) is raised
+    after the commit. Consumers deduplicate by ``idempotency_key``.
     """
+    published: list[Decision] = []
     with sessions() as session:
         query = (
             select(Decision)
-            .where(Decision.published_at.is_(None))
+            .where(
+                Decision.published_at.is_(None),
+                Decision.set_aside_at.is_(None),
+                Decision.discarded_at.is_(None),
+            )
             .order_by(Decision.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -116,31 +141,71 @@ def publish_pending(
         pending = _in_order(session, session.scalars(query).all())
         if not pending:
             return 0
-        now = utcnow()
-        records = [encode(decision) for decision in pending]
-        send_all = getattr(send, "send_all", None)
-        if send_all is not None:
-            send_all(records)  # one round trip to the broker
-        else:
-            for key, value in records:
-                send(key, value)
-        for decision in pending:
-            decision.published_at = now
+        problem = _produce_in_rounds(pending, send, published)
         session.commit()
     if on_published is not None:
-        for decision in pending:
+        for decision in published:
             on_published(decision)
-    return len(pending)
+    if problem is not None:
+        raise problem
+    return len(published)
+
+
+def _produce_in_rounds(pending: list[Decision], send: SendFn, published: list[Decision]) -> Exception | None:
+    """Send ``pending`` (in id order) in rounds of at most one decision per item,
+    marking each row; returns the error to raise once the marks are committed."""
+    queues: dict[int, list[Decision]] = {}
+    for decision in pending:
+        queues.setdefault(decision.item_id, []).append(decision)
+    now = utcnow()
+    while queues:
+        batch = [q.pop(0) for q in queues.values()]
+        results, problem = delivery.send_each(send, [(*encode(d), ()) for d in batch])
+        stopped = False
+        for decision, result in zip(batch, results, strict=False):
+            if result.acknowledged:
+                decision.published_at = now
+                published.append(decision)
+            elif result.status == UNAVAILABLE:
+                stopped = True
+                queues.pop(decision.item_id, None)
+            else:
+                _set_aside(decision, result.reason, now)
+                queues.pop(decision.item_id, None)  # its later decisions wait behind it
+        if problem is not None:
+            return problem
+        if stopped:
+            reason = next(r.reason for r in results if r.status == UNAVAILABLE)
+            return BrokerUnavailable(f"broker did not acknowledge a decision: {reason}")
+        queues = {item_id: q for item_id, q in queues.items() if q}
+    return None
+
+
+def _set_aside(decision: Decision, reason: str, now: datetime) -> None:
+    decision.set_aside_at = now
+    decision.set_aside_reason = reason or "refused by the broker"
+    log.error(
+        "decision set aside: the broker refused it for good",
+        extra={
+            "idempotency_key": decision.idempotency_key,
+            "item_id": decision.item_id,
+            "reason": decision.set_aside_reason,
+            "size": len(encode(decision)[1]),
+        },
+    )
 
 
 def _in_order(session: Session, pending: Sequence[Decision]) -> list[Decision]:
-    """Drop decisions that have an earlier unpublished decision outside ``pending``."""
+    """Drop decisions that have an earlier unpublished decision outside ``pending``
+    (held by another sweeper, or set aside and not discarded)."""
     if not pending:
         return []
     mine = {d.id for d in pending}
     rows = session.execute(
         select(Decision.item_id, Decision.id).where(
-            Decision.published_at.is_(None), Decision.item_id.in_({d.item_id for d in pending})
+            Decision.published_at.is_(None),
+            Decision.discarded_at.is_(None),
+            Decision.item_id.in_({d.item_id for d in pending}),
         )
     ).all()
     blocked_after: dict[int, int] = {}  # item id -> smallest unpublished id someone else holds

@@ -1,24 +1,28 @@
 """User accounts for the review console. Passwords are hashed with scrypt.
 
-``check_login`` also locks an account for ``LoginPolicy.lockout_seconds`` after
-``max_failures`` wrong passwords in a row; the count is in the database, so it
-holds across web replicas. Every outcome costs one scrypt check, and callers
-show one message for all failures, so neither the answer nor its timing tells
-whether a username exists or is locked.
+``check_login`` also locks an account for one source (client address) after
+``max_failures`` wrong passwords in a row from it (``storage/lockouts.py``); the
+count is in the database, so it holds across web replicas. Every outcome costs
+one scrypt check, and callers show one message for all failures, so neither the
+answer nor its timing tells whether a username exists or is locked.
+
+A new password or a deactivation ends the user's sessions (``session_version``)
+and revokes their personal API tokens.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from moderation.domain import Role
+from moderation.storage import lockouts, tokens
 from moderation.storage.models import User, utcnow
 
 ROLES = tuple(r.value for r in Role)
@@ -32,8 +36,9 @@ class UserError(ValueError):
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    """Lock an account for ``lockout_seconds`` after ``max_failures`` wrong
-    passwords in a row. ``max_failures`` 0 turns the lockout off."""
+    """Lock an account for one source for ``lockout_seconds`` (doubling with each
+    further lock in a row) after ``max_failures`` wrong passwords in a row from
+    that source. ``max_failures`` 0 turns the lockout off."""
 
     max_failures: int = 5
     lockout_seconds: int = 900
@@ -45,7 +50,8 @@ Outcome = Literal["ok", "unknown", "bad_password", "locked"]
 @dataclass(frozen=True)
 class LoginResult:
     """``user`` is set only for ``ok``. ``locked_until`` is set when the account
-    is locked: already (``locked``) or by this failure (``bad_password``)."""
+    is locked for this source: already (``locked``) or by this failure
+    (``bad_password``)."""
 
     outcome: Outcome
     user: User | None = None
@@ -89,23 +95,29 @@ def active_user(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username, User.active.is_(True)))
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    """New password; ends the user's open sessions and lifts a lockout."""
+def set_password(session: Session, user: User, password: str, actor: str = "cli") -> None:
+    """New password; ends the user's open sessions, revokes their personal API
+    tokens and lifts every lockout."""
     _check_password(password)
     user.password_hash = generate_password_hash(password, "scrypt")
-    user.failed_logins, user.locked_until = 0, None
     user.session_version += 1
+    unlock(session, user)
+    tokens.revoke_user_tokens(session, user.id, actor, reason="password changed")
 
 
-def set_active(session: Session, user: User, active: bool) -> None:
-    """(De)activate; deactivating ends the user's open sessions at their next request."""
+def set_active(session: Session, user: User, active: bool, actor: str = "cli") -> None:
+    """(De)activate; deactivating ends the user's open sessions at their next
+    request and revokes their personal API tokens (reactivating revives none)."""
     if user.active and not active:
         user.session_version += 1
+        tokens.revoke_user_tokens(session, user.id, actor, reason="user deactivated")
     user.active = active
 
 
 def unlock(session: Session, user: User) -> None:
-    user.failed_logins, user.locked_until = 0, None
+    """Lift the user's lockouts, from every source."""
+    user.failed_logins, user.locked_until = 0, None  # the account-wide lock of before 0009
+    lockouts.clear(session, user.id)
 
 
 def check_login(
@@ -116,44 +128,39 @@ def check_login(
     now: datetime | None = None,
     *,
     interactive: bool = True,
+    source: str = lockouts.LOCAL,
 ) -> LoginResult:
-    """Check a username and password, counting failures and enforcing the lockout.
+    """Check a username and password from ``source`` (``lockouts.source_of`` the
+    client address), counting failures and enforcing that source's lockout.
     ``interactive`` logins (the form) record ``last_login_at``; per-request HTTP
-    Basic checks do not. Changes are left in ``session`` for the caller to commit."""
+    Basic checks do not. Changes are left in ``session`` for the caller to
+    commit; until then the (user, source) lockout row stays locked."""
     policy = policy or LoginPolicy()
-    now = now or utcnow()
+    started = now or utcnow()
     user = active_user(session, username)
     if user is None:
         # Spend the same time as a real check so usernames can't be probed by timing.
         check_password_hash(_DUMMY_HASH, password)
         return LoginResult("unknown")
     correct = check_password_hash(user.password_hash, password)
-    if user.locked_until is not None and user.locked_until > now:
-        return LoginResult("locked", locked_until=user.locked_until)  # even with the right password
+    now = now or utcnow()
+    outcome = lockouts.record(
+        session,
+        user.id,
+        source,
+        correct,
+        started=started,
+        now=now,
+        max_failures=policy.max_failures,
+        lockout_seconds=policy.lockout_seconds,
+    )
+    if outcome.locked_until is not None and not outcome.locked_now:
+        return LoginResult("locked", locked_until=outcome.locked_until)  # even with the right password
     if not correct:
-        return _count_failure(session, user, policy, now)
-    if user.failed_logins or user.locked_until is not None:
-        unlock(session, user)
+        return LoginResult("bad_password", locked_until=outcome.locked_until)
     if interactive:
         user.last_login_at = now
     return LoginResult("ok", user)
-
-
-def _count_failure(session: Session, user: User, policy: LoginPolicy, now: datetime) -> LoginResult:
-    # One atomic increment: concurrent failures on several replicas all count.
-    failures = session.scalar(
-        update(User)
-        .where(User.id == user.id)
-        .values(failed_logins=User.failed_logins + 1)
-        .returning(User.failed_logins)
-        .execution_options(synchronize_session=False)
-    )
-    session.expire(user, ["failed_logins"])  # reloaded if read; never written back stale
-    if not policy.max_failures or (failures or 0) < policy.max_failures:
-        return LoginResult("bad_password")
-    until = now + timedelta(seconds=policy.lockout_seconds)
-    user.failed_logins, user.locked_until = 0, until  # the next lock needs max_failures more
-    return LoginResult("bad_password", locked_until=until)
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:

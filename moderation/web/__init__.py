@@ -12,7 +12,7 @@ from werkzeug.routing import IntegerConverter, Map
 from moderation import readiness
 from moderation.config import Settings, load_settings
 from moderation.metrics import DatabaseCollector, Metrics
-from moderation.storage.db import make_engine, make_sessionmaker
+from moderation.storage.db import make_sessionmaker, role_engine
 from moderation.storage.gauges import database_gauges
 from moderation.web.services import DecisionPublisher, Services
 
@@ -35,7 +35,7 @@ def create_app(
         secret = secrets.token_hex(32)
     # Session cookie flags and lifetime: sessions.configure (via security.init_app).
     app.config.update(SECRET_KEY=secret, MAX_CONTENT_LENGTH=1024 * 1024)
-    sessions = make_sessionmaker(make_engine(settings.database_url))
+    sessions = make_sessionmaker(role_engine(settings))
     metrics = metrics or Metrics()
     metrics.registry.register(DatabaseCollector(lambda: _gauges(sessions, settings)))
     metrics.readiness.add("web", lambda: readiness.database(sessions))
@@ -56,6 +56,8 @@ def create_app(
         console,
         dashboard,
         health,
+        outbox_admin,
+        personal_tokens,
         queues,
         security,
         submissions_api,
@@ -73,11 +75,13 @@ def create_app(
     app.register_blueprint(submissions_api.bp)
     app.register_blueprint(appeals_api.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(outbox_admin.bp)
     app.register_blueprint(wellbeing_bp)
     app.register_blueprint(queues.bp)
     app.register_blueprint(audit_views.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(group_views.bp)
+    app.register_blueprint(personal_tokens.bp)
     evidence_views.init_app(app)  # a bad EVIDENCE_KEY stops start-up here
     return app
 

@@ -46,16 +46,20 @@ def claim_next() -> Item | None:
     return item
 
 
+# One answer for an item that does not exist and one the caller may not see:
+# which ids exist (and how many items there are) is not for every user to learn.
+NOT_VISIBLE = "no such item, or not one you may see (press N for the next item)"
+
+
 def visible_item(item_id: int, for_update: bool = False) -> Item:
     """The item if this user may see it: the live claim holder, an admin, or a
     senior (except the restricted queue of suspected minors, which is admins'
-    only). ``for_update`` locks the row, so a double-submitted decision waits
-    and then finds the item already decided."""
+    only); otherwise 404, the same as for an item that does not exist.
+    ``for_update`` locks the row, so a double-submitted decision waits and then
+    finds the item already decided."""
     item = g.db.get(Item, item_id, with_for_update=for_update)
-    if item is None:
-        abort(404, description="no such item")
-    if not may_see(item):
-        abort(403, description="claim this item first (press 'next')")
+    if item is None or not may_see(item):
+        abort(404, description=NOT_VISIBLE)
     return item
 
 
@@ -112,11 +116,10 @@ def release(item: Item) -> None:
 
 def renew_lease(item_id: int) -> str:
     """Extend the caller's live claim (the open page does this while it is
-    visible); the new expiry as ISO 8601. 409 when the caller holds no live
-    claim on it (expired, skipped, decided), which says nothing about the item."""
-    item = g.db.get(Item, item_id, with_for_update=True)
-    if item is None:
-        abort(404, description="no such item")
+    visible); the new expiry as ISO 8601. 404 (as for no such item) when the
+    caller may not see the item, e.g. a moderator whose claim ran out; 409 when
+    they may see it but hold no live claim on it (a senior's expired claim)."""
+    item = visible_item(item_id, for_update=True)
     expires = queue.renew_lease(item, g.user, services().settings.claim_lease_seconds)
     if expires is None:
         abort(409, description="your claim on this item has ended; press 'next' for an item")

@@ -13,11 +13,12 @@ from typing import Any
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
+from moderation import text_limits
 from moderation.domain import SIGNAL_TYPES, BankAction, EntrySpec, EntryStatus
 from moderation.errors import NotFound, RequestError
 from moderation.storage import banks, flood, tokens
 from moderation.storage.models import Bank
-from moderation.web.banks_api import MAX_NOTE, MAX_REASON, PAGE_DEFAULT, RESERVED_BANK_NAMES
+from moderation.web.banks_api import PAGE_DEFAULT, RESERVED_BANK_NAMES
 from moderation.web.security import login_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -70,6 +71,12 @@ def _bank_or_404(name: str) -> Bank:
         abort(404, description=str(exc))
 
 
+def _form_text(name: str, limit: int) -> str:
+    """A free-text form field within its limit (text_limits); TextTooLong, a
+    RequestError, is shown as the flash message."""
+    return text_limits.check(name, request.form.get(name, ""), limit)
+
+
 def _form_number(name: str, label: str, kind: type[int] | type[float]) -> Any:
     raw = request.form.get(name, "").strip()
     try:
@@ -99,7 +106,7 @@ def create_bank() -> Any:
             name,
             request.form.get("action", ""),
             actor=g.user.username,
-            description=request.form.get("description", "")[:2000],
+            description=_form_text("description", text_limits.NOTE),
             pdq_distance=_form_number("pdq_distance", "PDQ distance", int),
             vpdq_share=_form_number("vpdq_share", "vPDQ frame share", float),
         )
@@ -152,7 +159,7 @@ def bank_settings(name: str) -> Any:
             bank,
             actor=g.user.username,
             action=request.form.get("action", ""),
-            description=request.form.get("description", "")[:2000],
+            description=_form_text("description", text_limits.NOTE),
             pdq_distance=_form_number("pdq_distance", "PDQ distance", int),
             vpdq_share=_form_number("vpdq_share", "vPDQ frame share", float),
             enabled=request.form.get("enabled") == "on",
@@ -191,10 +198,8 @@ def add_hashes(name: str) -> Any:
     bank = _bank_or_404(name)
 
     def change() -> str:
-        case_id = request.form.get("case_id", "").strip()
-        note = request.form.get("note", "")
-        if len(note) > MAX_NOTE:
-            raise RequestError(f"note is too long (at most {MAX_NOTE} characters)")
+        case_id = _form_text("case_id", text_limits.ID).strip()
+        note = _form_text("note", text_limits.NOTE)
         specs = parse_hash_lines(request.form.get("hashes", ""), case_id, note)
         result = banks.add_entries(g.db, bank, specs, added_by=g.user.username)
         return f"{result.added} hashes added, {result.existing} already in the bank."
@@ -217,9 +222,7 @@ def entry_status(name: str, entry_id: int) -> Any:
         if verb not in VERBS:
             raise RequestError(f"unknown entry action {verb[:40]!r}")
         status, done = VERBS[verb]
-        reason = request.form.get("reason", "").strip()
-        if len(reason) > MAX_REASON:
-            raise RequestError(f"reason is too long (at most {MAX_REASON} characters)")
+        reason = _form_text("reason", text_limits.REASON).strip()
         entry = banks.get_entry(g.db, bank, entry_id)
         changed = banks.set_status(g.db, bank, [entry], status, actor=g.user.username, reason=reason)
         return f"Entry {entry_id} {done}." if changed else f"Entry {entry_id} was already {entry.status}."

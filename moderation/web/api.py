@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from moderation import policy
+from moderation import policy, text_limits
 from moderation.domain import REVIEW_ROLES, Role
 from moderation.review import ReviewError
 from moderation.storage import exposure, queue, queue_views
@@ -121,14 +121,18 @@ def post_decision(item_id: int) -> Any:
         if not isinstance(value, str) or "\x00" in value or not is_unicode_text(value):
             return jsonify(error=f"{key} must be a string of valid Unicode text"), 400
         fields[key] = value
+    try:
+        note = text_limits.check("note", fields["note"], text_limits.NOTE)
+    except text_limits.TextTooLong as exc:
+        return jsonify(error=str(exc)), 400
     apply_to_group = body.get("apply_to_group", False)
     if not isinstance(apply_to_group, bool):
         return jsonify(error="apply_to_group must be true or false"), 400
     item = actions.visible_item(item_id, for_update=True)
     if apply_to_group:  # its open near-duplicates too (web/groups.py)
-        return group_views.api_decision(item, fields["action"], fields["reason"], fields["note"][:2000])
+        return group_views.api_decision(item, fields["action"], fields["reason"], note)
     try:
-        result = actions.decide(item, fields["action"], fields["reason"], fields["note"][:2000])
+        result = actions.decide(item, fields["action"], fields["reason"], note)
     except ReviewError as exc:
         return jsonify(error=str(exc)), exc.status
     if result.published is None:  # four eyes: held for a second review, or sent to seniors

@@ -1,7 +1,9 @@
 """Hash bank JSON API under /api/v1/banks (documented in openapi.json).
 
-Reads: any console user, or a token with scope ``banks:read``. Writes: admins,
-or a token with scope ``banks:write``. A token bound to a bank (its ``bank``)
+Reads: admins, or a token with scope ``banks:read``: entries carry victims'
+case references and notes, which nobody else needs (a moderator sees the
+matches of the item they hold, without them, on the item). Writes: admins, or
+a token with scope ``banks:write``. A token bound to a bank (its ``bank``)
 sees only that bank. Errors are ``{"error": ...}`` with 400 (bad JSON or
 values), 403, 404 (unknown bank or entry) or 409 (duplicate bank, withdrawn
 entry). Every write commits with its audit record and change-feed row.
@@ -15,6 +17,7 @@ from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
+from moderation import text_limits
 from moderation.domain import SIGNAL_TYPES, EntrySpec, EntryStatus
 from moderation.errors import Forbidden, NotFound, RequestError
 from moderation.storage import banks, flood
@@ -24,13 +27,10 @@ from moderation.web.security import api_access
 
 bp = Blueprint("banks_api", __name__, url_prefix="/api/v1")
 
-READ: dict[str, Any] = {"roles": ("moderator", "admin"), "scopes": ("banks:read",)}
+READ: dict[str, Any] = {"roles": ("admin",), "scopes": ("banks:read",)}
 WRITE: dict[str, Any] = {"roles": ("admin",), "scopes": ("banks:write",)}
 
 MAX_ENTRIES = 10_000
-MAX_NOTE = 2000
-MAX_REASON = 500
-MAX_DESCRIPTION = 2000
 PAGE_DEFAULT, PAGE_MAX = 50, 200
 # GET /api/v1/banks/quarantined is the quarantine list, so no bank may be called that.
 RESERVED_BANK_NAMES = frozenset({"quarantined"})
@@ -89,7 +89,7 @@ def reject_unknown(obj: dict[str, Any], allowed: set[str] | frozenset[str], wher
 
 
 def str_field(
-    obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = 200, where: str = ""
+    obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = text_limits.ID, where: str = ""
 ) -> str:
     value = obj.get(key)
     if value is None or (required and value == ""):
@@ -98,8 +98,7 @@ def str_field(
         return ""
     if not isinstance(value, str):
         raise RequestError(f"{where}{key} must be a string")
-    if len(value) > max_len:
-        raise RequestError(f"{where}{key} is too long (at most {max_len} characters)")
+    text_limits.check(f"{where}{key}", value, max_len)
     if "\x00" in value:
         raise RequestError(f"{where}{key} must not contain NUL characters")
     if not is_unicode_text(value):
@@ -172,7 +171,7 @@ def _bank_fields(body: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
             continue
         value = body[key]
         if key in ("action", "description"):
-            out[key] = str_field(body, key, max_len=MAX_DESCRIPTION)
+            out[key] = str_field(body, key, max_len=text_limits.NOTE)
         elif key == "pdq_distance" and (isinstance(value, bool) or not isinstance(value, int)):
             raise RequestError(f"pdq_distance must be an integer 0..31, got {value!r}")
         elif key == "vpdq_share" and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -191,7 +190,7 @@ def create_bank() -> Any:
         abort(403, description=f"this token is bound to bank {g.token.bank!r} and cannot create banks")
     body = json_object()
     reject_unknown(body, {"name", "action", "description", "pdq_distance", "vpdq_share"})
-    name = str_field(body, "name", required=True, max_len=100)
+    name = str_field(body, "name", required=True, max_len=text_limits.NAME)
     if name in RESERVED_BANK_NAMES:
         raise RequestError(f"{name!r} is a reserved name; choose another")
     fields = _bank_fields(body, ("action", "description", "pdq_distance", "vpdq_share"))
@@ -267,7 +266,7 @@ def _entry_spec(item: dict[str, Any], where: str) -> EntrySpec:
         value=str_field(item, "value", required=True, max_len=200_000, where=where),
         source_ref=str_field(item, "source_ref", where=where),
         case_id=str_field(item, "case_id", where=where),
-        note=str_field(item, "note", max_len=MAX_NOTE, where=where),
+        note=str_field(item, "note", max_len=text_limits.NOTE, where=where),
     )
 
 
@@ -297,7 +296,7 @@ def _change_status(name: str, entry_id: int, status: EntryStatus) -> Any:
     bank = visible_bank(name)
     body = json_object(optional=True)
     reject_unknown(body, {"reason"})
-    reason = str_field(body, "reason", max_len=MAX_REASON)
+    reason = str_field(body, "reason", max_len=text_limits.REASON)
     entry = banks.get_entry(g.db, bank, entry_id)
     changed = banks.set_status(g.db, bank, [entry], status, actor=g.actor, reason=reason)
     g.db.commit()

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
-from moderation import policy
+from moderation import policy, text_limits
 from moderation.domain import REVIEW_ROLES
 from moderation.review import FIRST_REVIEW, ReviewError
 from moderation.storage import appeals, audit, queue
@@ -17,6 +17,12 @@ from moderation.web.security import login_required
 from moderation.web.services import services
 
 bp = Blueprint("console", __name__)
+
+
+@bp.app_context_processor
+def _text_limits() -> dict[str, int]:
+    """The limits of moderation/text_limits.py, for the forms' ``maxlength``."""
+    return {"note_limit": text_limits.NOTE, "id_limit": text_limits.ID, "reason_limit": text_limits.REASON}
 
 
 @bp.get("/")
@@ -51,14 +57,20 @@ def _claim_and_show() -> Any:
 @bp.get("/items/<int:item_id>")
 @login_required(roles=REVIEW_ROLES)
 def item(item_id: int) -> Any:
-    found = actions.view_item(item_id)
-    return render_template(
+    return _item_page(actions.view_item(item_id))
+
+
+def _item_page(found: Any, form: Any = None, status: int = 200) -> Any:
+    """The item page; ``form``: a refused decision's fields, filled in again."""
+    html = render_template(
         "item.html",
         item=item_dict(found),
         reasons=policy.reasons(services().settings.policy_reasons),
         appeal=appeals.appeal_view(g.db, found),
         can_decide=queue.holds_live_claim(found, g.user),
+        form=form or {},
     )
+    return html, status
 
 
 @bp.get("/items/<int:item_id>/media")
@@ -89,6 +101,12 @@ def reveal(item_id: int) -> Any:
 @login_required(roles=REVIEW_ROLES)
 def decide(item_id: int) -> Any:
     found = actions.visible_item(item_id, for_update=True)
+    try:
+        text_limits.check("note", request.form.get("note", ""), text_limits.NOTE)
+    except text_limits.TextTooLong as exc:
+        # The page again, with what the moderator wrote: the claim is kept, nothing is lost.
+        flash(f"Nothing decided: {exc}. Shorten the note and decide again.", "error")
+        return _item_page(found, form=request.form, status=400)
     if request.form.get("apply_to_group") == "1":  # one decision for its near-duplicates too
         if not group_views.decide_whole_group(found):
             return redirect(url_for("console.item", item_id=item_id))

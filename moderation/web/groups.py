@@ -18,7 +18,7 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from moderation import policy, review_groups
+from moderation import policy, review_groups, text_limits
 from moderation.domain import REVIEW_ROLES, ItemState, Role, Tier
 from moderation.review import ReviewError
 from moderation.storage import audit, groups, queue
@@ -47,7 +47,7 @@ def decide(
             g.user,
             action,
             reason,
-            note[:2000],
+            note,
             settings=svc.settings,
             member_ids=member_ids,
         )
@@ -107,11 +107,16 @@ def api_decision(item: Item, action: str, reason: str, note: str) -> Any:
 @login_required(roles=REVIEW_ROLES)
 def group_page(item_id: int) -> Any:
     item = actions.visible_item(item_id)
-    members = _member_rows(item)
     size = groups.size(g.db, item)
     audit.record(g.db, g.user.username, "group.view", item.id, group=item.group_key, size=size)
     g.db.commit()
-    return render_template(
+    return _group_page(item, size)
+
+
+def _group_page(item: Item, size: int, form: dict[str, Any] | None = None, status: int = 200) -> Any:
+    """The group page; ``form``: a refused bulk decision's choices, filled in again."""
+    members = _member_rows(item)
+    html = render_template(
         "group.html",
         item=item,
         key=item.group_key,
@@ -120,7 +125,9 @@ def group_page(item_id: int) -> Any:
         shown=len(members),
         reasons=policy.reasons(services().settings.policy_reasons),
         selectable=sum(1 for m in members if m["selectable"]),
+        form=form or {},
     )
+    return html, status
 
 
 @bp.post("/groups/<int:item_id>/decide")
@@ -132,6 +139,13 @@ def decide_members(item_id: int) -> Any:
     if not chosen:
         flash("Choose at least one item of the group.", "error")
         return redirect(url_for("groups.group_page", item_id=item_id))
+    try:
+        text_limits.check("note", request.form.get("note", ""), text_limits.NOTE)
+    except text_limits.TextTooLong as exc:
+        # The page again with the choices made, so that nothing typed is lost.
+        flash(f"Nothing decided: {exc}. Shorten the note and decide again.", "error")
+        form = {"member": chosen, "reason": request.form.get("reason", ""), "note": request.form["note"]}
+        return _group_page(item, groups.size(g.db, item), form, status=400)
     try:
         outcome = decide(
             item,

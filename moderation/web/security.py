@@ -3,7 +3,8 @@
 Two decorators guard views:
 
 - ``login_required``: the review console and the queue API (session cookie or
-  single sign-on, and HTTP Basic on API routes).
+  single sign-on; on API routes also HTTP Basic and personal API tokens of
+  scope ``review``, which act as their user).
 - ``api_access``: bank and submission API routes, which also accept API tokens
   (``Authorization: Bearer mod_...``) and say which user roles and which token
   scopes may call them.
@@ -58,6 +59,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def init_app(app: Flask) -> None:
     settings = app.extensions["moderation"].settings
     app.extensions["moderation.proxies"] = proxies.ProxyConfig.from_settings(settings)
+    logins.init_app(app)
     sessions.configure(app, settings)
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
@@ -127,8 +129,14 @@ def check_csrf() -> None:
 
 def load_user(db: Session, allow_basic: bool) -> User | None:
     """The user of this request: single sign-on (header from a trusted proxy),
-    the login session, or (API routes only) HTTP Basic credentials. Raises
-    ``logins.TooManyAttempts`` for Basic from an address over its limit."""
+    the login session, or (API routes only: ``allow_basic``) a personal API
+    token or HTTP Basic credentials. A Bearer header is authoritative there: a
+    request with one is the token's user or nobody (``g.auth_refused`` says
+    why). Raises ``logins.TooManyAttempts`` for Basic from an address over its limit."""
+    if allow_basic:
+        secret = _bearer_secret()
+        if secret is not None:
+            return _personal_token_user(db, secret)
     sso_name = proxies.sso_username()
     if sso_name is not None:
         return _sso_user(db, sso_name)
@@ -147,6 +155,23 @@ def load_user(db: Session, allow_basic: bool) -> User | None:
         g.basic_auth = True
         return logins.basic_login(db, auth.username, auth.password)
     return None
+
+
+def _personal_token_user(db: Session, secret: str) -> User | None:
+    """The user a personal token (scope ``review``) acts as: one indexed lookup,
+    no password hashing. Service tokens are refused here (403): they have their
+    own endpoints (``api_access``)."""
+    token = tokens.authenticate(db, secret)
+    if token is None:
+        g.auth_refused = (401, "invalid or revoked API token")
+        return None
+    if db.dirty:
+        db.commit()  # last_used_at, even if the request then fails
+    if tokens.REVIEW not in token.scopes:
+        g.auth_refused = (403, f"this token may not do this: it needs scope {tokens.REVIEW}")
+        return None
+    g.token, g.header_auth = token, True
+    return tokens.token_user(db, token)
 
 
 def _sso_user(db: Session, username: str) -> User | None:
@@ -173,12 +198,15 @@ def _json_error(message: str, status: int, challenge: str | None = None) -> Resp
     return resp
 
 
-def _unauthenticated_api(challenge: str | None) -> Response:
+def _unauthenticated_api(challenge: str) -> Response:
+    refused = g.get("auth_refused")
+    if refused is not None:  # a Bearer token that is unknown, revoked or without the scope
+        status, message = refused
+        if status == 401:
+            return _json_error(message, 401, 'Bearer realm="moderation", error="invalid_token"')
+        return _json_error(message, status)
     message = EXPIRED if g.get("session_expired") else "authentication required"
-    resp = _json_error(message, 401, challenge)
-    if challenge is None:
-        resp.headers["WWW-Authenticate"] = 'Basic realm="moderation"'
-    return resp
+    return _json_error(message, 401, challenge)
 
 
 def login_required(
@@ -188,9 +216,9 @@ def login_required(
     role (``role``: exactly that one; ``roles``: any of them).
 
     Console routes accept only the session cookie (or single sign-on), and their
-    POSTs must carry the CSRF token. API routes also accept HTTP Basic; a
-    Basic-authenticated POST must be JSON, which a cross-site form cannot send,
-    so a browser that remembered the credentials cannot be made to decide items."""
+    POSTs must carry the CSRF token. API routes also accept personal API tokens
+    and HTTP Basic; such a POST must be JSON, which a cross-site form cannot
+    send, so a browser that remembered the credentials cannot be made to decide items."""
 
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
@@ -200,7 +228,7 @@ def login_required(
                 g.user = load_user(db, allow_basic=api)
                 if g.user is None:
                     if api:
-                        return _unauthenticated_api(None)
+                        return _unauthenticated_api('Bearer realm="moderation"')
                     if g.get("session_expired"):
                         flash(EXPIRED, "info")
                     # Back to a page after login; a form's target would answer GET with 405.
@@ -212,7 +240,7 @@ def login_required(
                     allowed = ", ".join(sorted(str(r) for r in roles))
                     abort(403, description=f"this needs one of the roles {allowed}")
                 if request.method not in SAFE_METHODS:
-                    if not getattr(g, "basic_auth", False):
+                    if not _header_auth():
                         check_csrf()
                     elif not request.is_json:
                         abort(
@@ -223,6 +251,11 @@ def login_required(
         return inner
 
     return wrap
+
+
+def _header_auth() -> bool:
+    """Credentials in a header (HTTP Basic, a token), which no cross-site page can send."""
+    return bool(getattr(g, "basic_auth", False) or getattr(g, "header_auth", False))
 
 
 def _bearer_secret() -> str | None:
@@ -274,7 +307,7 @@ def api_access(*, roles: Collection[str] = (), scopes: Collection[str] = ()) -> 
                         allowed = " or ".join(sorted(roles)) or "an API token"
                         return _json_error(f"this needs the {allowed} role", 403)
                 if request.method not in SAFE_METHODS:
-                    if g.token is not None or getattr(g, "basic_auth", False):
+                    if g.token is not None or _header_auth():
                         if not request.is_json:
                             return _json_error(
                                 "send Content-Type: application/json ({} when there is no body)", 415

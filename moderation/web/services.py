@@ -41,9 +41,10 @@ class DecisionPublisher:
         if self._send is None:
             from moderation.events import kafka
 
-            producer = kafka.make_producer(self.settings)
+            settings = self.settings
+            producer = kafka.ProducerSlot(lambda: kafka.make_producer(settings))
             self._send = kafka.TopicSender(
-                producer, self.settings.decisions_topic, self.metrics.publish_failed("decisions")
+                producer, settings.decisions_topic, self.metrics.publish_failed("decisions")
             )
         return self._send
 
@@ -91,7 +92,8 @@ class DecisionPublisher:
             self._wake.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout_s)
-        producer = getattr(self._send, "producer", None)
+        # A ProducerSlot when this publisher made its producer (no new one made to close it)
+        producer = getattr(self._send, "slot", None) or getattr(self._send, "producer", None)
         if producer is not None:
             try:
                 producer.close(timeout=timeout_s)

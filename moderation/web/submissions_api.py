@@ -12,13 +12,12 @@ from typing import Any
 
 from flask import Blueprint, abort, g, jsonify, request
 
+from moderation import text_limits
 from moderation.domain import EntrySpec, EntryStatus
 from moderation.errors import NotFound, RequestError
 from moderation.storage import banks
 from moderation.storage.models import Bank, BankEntry
 from moderation.web.banks_api import (
-    MAX_NOTE,
-    MAX_REASON,
     json_object,
     register_json_errors,
     reject_nul_characters,
@@ -33,7 +32,6 @@ register_json_errors(bp)
 bp.before_request(reject_nul_characters)
 
 SUBMIT: dict[str, Any] = {"roles": ("admin",), "scopes": ("hashes:submit",)}
-MAX_CASE_ID = 200
 
 
 def _target_bank() -> Bank:
@@ -78,8 +76,8 @@ def submit() -> Any:
     bank = _target_bank()
     body = json_object()
     reject_unknown(body, {"case_id", "hashes", "note"})
-    case_id = _check_case_id(str_field(body, "case_id", required=True, max_len=MAX_CASE_ID))
-    note = str_field(body, "note", max_len=MAX_NOTE)
+    case_id = _check_case_id(str_field(body, "case_id", required=True, max_len=text_limits.ID))
+    note = str_field(body, "note", max_len=text_limits.NOTE)
     specs = [
         EntrySpec(s.signal, s.value, case_id=case_id, note=note)
         for s in validated_specs(body.get("hashes"), _hash_spec, field="hashes")
@@ -125,7 +123,7 @@ def withdraw(case_id: str) -> Any:
     bank = _target_bank()
     body = json_object(optional=True)
     reject_unknown(body, {"reason"})
-    reason = str_field(body, "reason", max_len=MAX_REASON)
+    reason = str_field(body, "reason", max_len=text_limits.REASON)
     entries = _case_entries(bank, case_id)
     changed = banks.set_status(g.db, bank, entries, EntryStatus.WITHDRAWN, actor=g.actor, reason=reason)
     g.db.commit()

@@ -114,7 +114,7 @@ def test_api_flow_with_basic_auth_and_escalation(
     assert claimed.status_code == 200 and claimed.json["id"] == item.id
     # Nobody else gets the same item while the lease is live.
     assert client.post("/api/v1/queue/claim", headers=lee, json={}).status_code == 204
-    assert client.get(f"/api/v1/items/{item.id}", headers=lee).status_code == 403
+    assert client.get(f"/api/v1/items/{item.id}", headers=lee).status_code == 404  # not his to see
 
     bad = client.post(
         f"/api/v1/items/{item.id}/decision", headers=sam, json={"action": "nuke", "reason": "ncii"}

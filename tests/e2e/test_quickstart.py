@@ -30,7 +30,7 @@ BROKER_LINE = re.compile(
 
 def _up_env(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}}
-    env.update(WEB_PORT=str(port))
+    env.update(WEB_PORT=str(port), WEB_METRICS_PORT=str(free_port()))
     return env
 
 
@@ -106,9 +106,12 @@ def test_moderation_up_then_publish(tmp_path):
             return status == 200 and sum(row["count"] for row in json.loads(body)["depth"]) == 1
 
         wait_until(queued, timeout=60, interval=0.5)
-        status, metrics = http_get(base + "/metrics")
+        # Every part's metrics, on the metrics port (loopback); none on the console's port.
+        assert f"metrics: http://127.0.0.1:{env['WEB_METRICS_PORT']}/metrics" in out
+        status, metrics = http_get(f"http://127.0.0.1:{env['WEB_METRICS_PORT']}/metrics")
         assert status == 200
-        assert "moderation_queue_items" in metrics
+        assert "moderation_queue_items" in metrics and "moderation_events_consumed_total" in metrics
+        assert http_get(base + "/metrics")[0] == 404
         status, login_page = http_get(base + "/login")
         assert status == 200 and "Log in" in login_page
         assert event["path"] == str(image)

@@ -1,21 +1,29 @@
-"""Login security against a real PostgreSQL: account lockout, the per-address
-rate limit, one answer for every failed login, session expiry and rotation,
-cookie flags, single sign-on through a trusted proxy, and the audit trail."""
+"""Login security against a real PostgreSQL: account lockout (per account and
+source), the per-address rate limit, one answer for every failed login, session
+expiry and rotation, cookie flags, single sign-on through a trusted proxy, and
+the audit trail. Concurrent bursts run against a real waitress server."""
 
 from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
 
 from moderation.config import load_settings
 from moderation.storage import users
-from moderation.storage.models import AuditRecord, User, utcnow
+from moderation.storage.models import AuditRecord, LoginFailure, User, utcnow
+from tests.support.live_server import live_server
+from tests.support.live_server import request as http
 from tests.support.web import add_user, csrf_from, make_app
 
 PW = "correct horse battery"
@@ -54,6 +62,13 @@ def user_row(sessions_: Any, username: str) -> User:
         return users.get_user(s, username)
 
 
+def lock_rows(sessions_: Any, username: str) -> list[LoginFailure]:
+    """The account's lockout rows, one per source that failed or logged in."""
+    with sessions_() as s:
+        user_id = users.get_user(s, username).id
+        return list(s.scalars(select(LoginFailure).where(LoginFailure.user_id == user_id)))
+
+
 def _flash(resp: Any) -> str:
     html = resp.get_data(as_text=True)
     start = html.index('role="status">') + len('role="status">')
@@ -68,7 +83,8 @@ def test_an_account_locks_after_consecutive_failures_even_for_the_right_password
         assert try_login(c, "kim", "wrong password").status_code == 401
     locked = try_login(c, "kim", PW)
     assert locked.status_code == 401  # locked: the right password is refused too
-    row = user_row(sessions, "kim")
+    (row,) = lock_rows(sessions, "kim")
+    assert row.source == "127.0.0.1"
     assert row.locked_until is not None and row.locked_until > utcnow() + timedelta(seconds=590)
     actions = [a for _, a, _ in audit_rows(sessions, "login")]
     assert actions == ["login.failure"] * 3 + ["login.locked", "login.locked"]
@@ -83,25 +99,27 @@ def test_the_lock_expires_and_a_success_resets_the_count(db_url, sessions):
     c = client_from(app_with(db_url, login_max_failures=3))
     for _ in range(2):
         try_login(c, "kim", "wrong password")
-    assert user_row(sessions, "kim").failed_logins == 2
+    assert [r.failures for r in lock_rows(sessions, "kim")] == [2]
     assert try_login(c, "kim", PW).status_code == 302
-    row = user_row(sessions, "kim")
-    assert row.failed_logins == 0 and row.last_login_at is not None
+    assert [r.failures for r in lock_rows(sessions, "kim")] == [0]
+    assert user_row(sessions, "kim").last_login_at is not None
     with sessions() as s:  # a lock that ran out
-        u = users.get_user(s, "kim")
-        u.locked_until = utcnow() - timedelta(seconds=1)
+        row = s.scalars(select(LoginFailure)).one()
+        row.locked_until = utcnow() - timedelta(seconds=1)
         s.commit()
     assert try_login(client_from(c.application), "kim", PW).status_code == 302
-    assert user_row(sessions, "kim").locked_until is None
+    assert [r.locked_until for r in lock_rows(sessions, "kim")] == [None]
 
 
 def test_the_failure_count_holds_across_web_replicas(db_url, sessions):
     add_user(sessions, "kim")
     replicas = [app_with(db_url, login_max_failures=4) for _ in range(2)]
     for n in range(4):
-        try_login(client_from(replicas[n % 2], f"10.0.0.{n}"), "kim", "wrong password")
-    assert try_login(client_from(replicas[0], "10.0.1.1"), "kim", PW).status_code == 401
-    assert user_row(sessions, "kim").locked_until is not None
+        try_login(client_from(replicas[n % 2], "10.0.0.1"), "kim", "wrong password")
+    assert try_login(client_from(replicas[0], "10.0.0.1"), "kim", PW).status_code == 401
+    assert try_login(client_from(replicas[1], "10.0.0.1"), "kim", PW).status_code == 401
+    ((source, until),) = [(r.source, r.locked_until) for r in lock_rows(sessions, "kim")]
+    assert source == "10.0.0.1" and until is not None
 
 
 def test_basic_auth_counts_towards_the_lockout(db_url, sessions):
@@ -120,6 +138,103 @@ def test_lockout_zero_turns_it_off(db_url, sessions):
     for _ in range(6):
         try_login(c, "kim", "wrong password")
     assert try_login(c, "kim", PW).status_code == 302
+
+
+def test_failures_from_one_address_never_lock_the_account_for_another(db_url, sessions):
+    add_user(sessions, "kim")
+    app = app_with(db_url, login_max_failures=3, login_lockout_seconds=600, login_attempts_per_minute=0)
+    attacker = client_from(app, "203.0.113.5")
+    lengths = []
+    for _ in range(2):  # repeatedly: the lock is never a weapon against the account's owner
+        for _ in range(3):
+            assert try_login(attacker, "kim", "wrong password").status_code == 401
+        assert try_login(attacker, "kim", PW).status_code == 401  # locked, for this address only
+        assert attacker.get("/api/v1/me", headers=basic("kim", PW)).status_code == 401
+        assert try_login(client_from(app, "198.51.100.7"), "kim", PW).status_code == 302
+        owner_api = client_from(app, "198.51.100.8")
+        assert owner_api.get("/api/v1/me", headers=basic("kim", PW)).status_code == 200
+        with sessions() as s:  # the lock runs out
+            row = s.scalars(select(LoginFailure).where(LoginFailure.source == "203.0.113.5")).one()
+            assert row.locked_until is not None
+            lengths.append((row.locked_until - row.updated_at).total_seconds())
+            row.locked_until = utcnow() - timedelta(seconds=1)
+            s.commit()
+    assert lengths == [600, 1200]  # each further lock from the same source lasts twice as long
+    assert try_login(attacker, "kim", PW).status_code == 302  # a success starts the doubling again
+    assert {r.source: r.lockouts for r in lock_rows(sessions, "kim")}["203.0.113.5"] == 0
+
+
+def test_addresses_of_one_ipv6_64_network_are_one_source(db_url, sessions):
+    add_user(sessions, "kim")
+    app = app_with(db_url, login_max_failures=2, login_attempts_per_minute=0)
+    for address in ("2001:db8::1", "2001:db8::2"):
+        assert try_login(client_from(app, address), "kim", "wrong password").status_code == 401
+    assert try_login(client_from(app, "2001:db8::ffff"), "kim", PW).status_code == 401  # same /64: locked
+    assert try_login(client_from(app, "2001:db8:0:1::1"), "kim", PW).status_code == 302
+    assert [r.source for r in lock_rows(sessions, "kim") if r.locked_until] == ["2001:db8::/64"]
+
+
+# -- concurrent bursts, over real HTTP (waitress, 8 request threads) ------------------
+def _attempt(base: str, method: str) -> Callable[[str, str], int]:
+    """A login attempt through the form (one session and CSRF token for all of
+    them, as a script would) or HTTP Basic: returns the status."""
+    if method == "basic":
+        return lambda username, password: http(base + "/api/v1/me", headers=basic(username, password))[0]
+    _, headers, body = http(base + "/login")
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    token = csrf_from(body.decode())
+
+    def post(username: str, password: str) -> int:
+        form = urlencode({"username": username, "password": password, "csrf_token": token}).encode()
+        hdrs = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+        return http(base + "/login", method="POST", headers=hdrs, data=form)[0]
+
+    return post
+
+
+def _burst(calls: list[Callable[[], int]]) -> list[int]:
+    """Every call at once, each in its own thread."""
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], int]) -> int:
+        start.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+@pytest.mark.parametrize("method", ["form", "basic"])
+def test_40_parallel_wrong_attempts_never_get_past_the_limit(db_url, sessions, method):
+    add_user(sessions, "kim")
+    app = app_with(db_url, login_attempts_per_minute=10, login_max_failures=0)
+    with live_server(app) as server:
+        attempt = _attempt(server.url, method)
+        statuses = _burst([partial(attempt, "kim", f"wrong guess {n:02}") for n in range(40)])
+    checked = [status for status in statuses if status != 429]
+    assert checked == [401] * 10, statuses  # exactly the limit: no more guesses, none lost
+    assert [a for _, a, _ in audit_rows(sessions, "login")] == ["login.failure"] * 10
+
+
+@pytest.mark.parametrize("method", ["form", "basic"])
+def test_a_burst_with_the_right_password_never_both_logs_in_and_locks(db_url, sessions, method):
+    app = app_with(db_url, login_max_failures=5, login_attempts_per_minute=0)
+    success = 302 if method == "form" else 200
+    outcomes = []
+    with live_server(app) as server:
+        attempt = _attempt(server.url, method)
+        for n in range(4):
+            name = f"kim{n}"
+            add_user(sessions, name)
+            calls = [partial(attempt, name, f"wrong guess {i}") for i in range(5)]
+            calls.insert(n % 6, partial(attempt, name, PW))
+            statuses = _burst(calls)
+            logged_in = success in statuses
+            locked = any(r.locked_until is not None for r in lock_rows(sessions, name))
+            assert not (logged_in and locked), (name, statuses)
+            assert logged_in or locked, (name, statuses)
+            outcomes.append(logged_in)
+    assert outcomes  # both outcomes are fine; which one depends on the order the server took them
 
 
 # -- one answer for every failure -----------------------------------------------------

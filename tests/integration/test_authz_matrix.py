@@ -8,8 +8,9 @@ or let in (any other status below 500: the view then answers 2xx, or 4xx for
 its own reasons, such as a withdrawn entry or an invalid decision).
 
 Callers: anonymous; a moderator, a senior, an auditor and an admin with a console session (cookie and
-CSRF token) and with HTTP Basic; API tokens of each scope; a revoked token and
-a malformed one. A refused caller never sees any of the seeded data.
+CSRF token) and with HTTP Basic; API tokens of each scope, the moderator's
+personal token (scope review); a revoked token and a malformed one. A refused
+caller never sees any of the seeded data.
 Shared with test_security_headers.py (CSRF and headers on every route).
 """
 
@@ -99,6 +100,9 @@ ROUTES: dict[tuple[str, str], Route] = {
         "/admin/tokens", "console_admin", {"name": "new", "scope": "banks:read"}
     ),
     ("admin.revoke_token", "POST"): Route("/admin/tokens/revoke", "console_admin", {"name": "old"}),
+    # Set-aside outbox records (none seeded: an allowed caller gets the page's own "no decision 1").
+    ("outbox_admin.page", "GET"): Route("/admin/outbox", "console_admin"),
+    ("outbox_admin.change", "POST"): Route("/admin/outbox/decisions/1", "console_admin", {"verb": "retry"}),
     # Wellbeing: preferences and breaks for every console user; exposure reports and media links
     # for those who review.
     ("wellbeing.preferences", "GET"): Route("/preferences", "console"),
@@ -107,6 +111,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         "/exposure", "console_review", {"item_id": "1", "seconds": "5"}
     ),
     ("wellbeing.break_page", "GET"): Route("/break", "console"),
+    # Personal API tokens: every console user manages their own (token 1 is the service token
+    # "reader": nobody's own, so revoking it is the page's own "no such token of yours").
+    ("personal_tokens.token_page", "GET"): Route("/tokens", "console"),
+    ("personal_tokens.create_token", "POST"): Route("/tokens", "console", {"label": "laptop"}),
+    ("personal_tokens.revoke_token", "POST"): Route("/tokens/1/revoke", "console"),
     ("wellbeing.take_break", "POST"): Route("/break", "console"),
     ("console.media_link", "GET"): Route(f"{ITEM}/media-link", "console_review"),
     # The audit log (read-only, admins and auditors) and the leads' dashboard.
@@ -135,7 +144,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("appeals_api.submit_appeal", "POST"): Route(
         f"{API}/appeals", "appeal_submit", {"appeal_id": "a-1", "item_id": 1}
     ),
-    # The queue API: users (session or Basic), never tokens.
+    # The queue API: users (session, Basic or their personal token), never service tokens.
     ("api.me", "GET"): Route(f"{API}/me", "queue_api"),
     ("api.reasons", "GET"): Route(f"{API}/reasons", "queue_api"),
     ("api.queue_stats", "GET"): Route(f"{API}/queue", "queue_api"),
@@ -148,7 +157,8 @@ ROUTES: dict[tuple[str, str], Route] = {
         f"{API}{ITEM}/decision", "queue_api_review", {"action": "bogus", "reason": "ncii"}
     ),
     ("api.release", "POST"): Route(f"{API}{ITEM}/release", "queue_api_review", {}),
-    # The bank API: reads for console users and banks:read, writes for admins and banks:write.
+    # The bank API (entries carry case references and notes): reads for admins and banks:read,
+    # writes for admins and banks:write.
     ("banks_api.list_banks", "GET"): Route(f"{API}/banks", "bank_read"),
     ("banks_api.create_bank", "POST"): Route(
         f"{API}/banks", "bank_write", {"name": "gamma", "action": "review"}
@@ -180,6 +190,7 @@ CALLERS = (
     "banks:write",
     "hashes:submit",
     "appeals:submit",
+    "review",
     "moderator:basic",
     "admin:basic",
     "moderator",
@@ -189,7 +200,16 @@ CALLERS = (
 )
 SESSION_CALLERS = {"moderator": "mo", "senior": "sen", "auditor": "aud", "admin": "ada"}
 BASIC_CALLERS = {"moderator:basic": "mo", "admin:basic": "ada"}
-TOKEN_CALLERS = ("banks:read", "banks:write", "hashes:submit", "appeals:submit", "revoked", "malformed")
+TOKEN_CALLERS = (
+    "banks:read",
+    "banks:write",
+    "hashes:submit",
+    "appeals:submit",
+    "review",
+    "revoked",
+    "malformed",
+)
+SERVICE_TOKENS = ("banks:read", "banks:write", "hashes:submit", "appeals:submit")
 LOGIN, OK = "login", "ok"  # redirect to the login page; let in
 
 
@@ -215,22 +235,31 @@ EXPECTED: dict[str, dict[str, str | int]] = {
     # The audit log and evidence, read-only.
     "console_audit": {**_all(LOGIN), **dict.fromkeys(SESSION_CALLERS, 403), "admin": OK, "auditor": OK},
     "console_admin": {**_all(LOGIN), **dict.fromkeys(SESSION_CALLERS, 403), "admin": OK},
-    # The JSON API of users (session or HTTP Basic), never tokens: any user reads
-    # the overview; claim, view and decide as in the console.
-    "queue_api": {**_all(401), **dict.fromkeys((*SESSION_CALLERS, *BASIC_CALLERS), OK)},
+    # The JSON API of users (session, HTTP Basic, or a personal token acting as
+    # the moderator), never service tokens (403: they are valid, without scope
+    # review): any user reads the overview; claim, view and decide as in the console.
+    "queue_api": {
+        **_all(401),
+        **dict.fromkeys(SERVICE_TOKENS, 403),
+        **dict.fromkeys((*SESSION_CALLERS, *BASIC_CALLERS, "review"), OK),
+    },
     "queue_api_review": {
         **_all(401),
-        **dict.fromkeys((*SESSION_CALLERS, *BASIC_CALLERS), OK),
+        **dict.fromkeys(SERVICE_TOKENS, 403),
+        **dict.fromkeys((*SESSION_CALLERS, *BASIC_CALLERS, "review"), OK),
         "auditor": 403,
     },
     # Leads' numbers (the dashboard as JSON): seniors, admins and auditors.
     "queue_api_lead": {
         **_all(401),
+        **dict.fromkeys(SERVICE_TOKENS, 403),
         **dict.fromkeys((*SESSION_CALLERS, *BASIC_CALLERS), OK),
         "moderator": 403,
         "moderator:basic": 403,
+        "review": 403,
     },
-    "bank_read": _api("moderator", "admin", "moderator:basic", "admin:basic", "banks:read"),
+    # Bank entries carry victims' case references and notes: admins and banks:read only.
+    "bank_read": _api("admin", "admin:basic", "banks:read"),
     "bank_write": _api("admin", "admin:basic", "banks:write"),
     "submit": _api("admin", "admin:basic", "hashes:submit"),
     "appeal_submit": _api("admin", "admin:basic", "appeals:submit"),
@@ -248,10 +277,12 @@ class World:
 
 def build_world(db_url: str, sessions: Any, **settings: Any) -> World:
     """Users (cheap hashes), bank alpha with an entry of case CASE, item 1 with
-    media claimed by the moderator, and a token of each scope plus a revoked one."""
+    media claimed by the moderator, a token of each scope plus a revoked one, and
+    the moderator's personal token."""
     with sessions() as s:
         for name, role in (("mo", "moderator"), ("sen", "senior"), ("aud", "auditor"), ("ada", "admin")):
             s.add(User(username=name, password_hash=CHEAP_HASH, role=role))
+        s.flush()
         bank = banks.create_bank(s, "alpha", "review", actor="test")
         result = banks.add_entries(
             s, bank, [EntrySpec("md5", MD5, case_id=CASE, note="note-secret-1")], added_by="test"
@@ -268,6 +299,9 @@ def build_world(db_url: str, sessions: Any, **settings: Any) -> World:
             ),
             "appeals:submit": tokens.create_token(s, "appeals", ["appeals:submit"], created_by="test"),
             "revoked": tokens.create_token(s, "old", list(tokens.SCOPES), bank="alpha", created_by="test"),
+            "review": tokens.create_token(
+                s, "mo/script", [tokens.REVIEW], created_by="test", user=_user(s, "mo")
+            ),
             "malformed": "not-a-token",
         }
         s.commit()
@@ -279,6 +313,10 @@ def build_world(db_url: str, sessions: Any, **settings: Any) -> World:
     world = World(make_app(load_settings({}, **values)), sessions, entry_id, secrets)
     reset_claim(world)
     return world
+
+
+def _user(s: Any, username: str) -> User:
+    return s.query(User).filter_by(username=username).one()  # type: ignore[no-any-return]
 
 
 def reset_claim(world: World, username: str = "mo") -> None:
@@ -386,9 +424,7 @@ def test_authorization_matrix(db_url, sessions, key):
             assert_no_data(resp, f"{method} {route.path} as {caller}")
         if got[caller] in (401, 403) and route.path.startswith(API):
             assert "error" in resp.get_json(), (caller, route.path)
-        if got[caller] == 401:
+        if got[caller] == 401:  # every API route takes HTTP Basic and Bearer tokens
             challenges = " ".join(resp.headers.getlist("WWW-Authenticate"))
-            assert "Basic" in challenges and ("Bearer" in challenges) == (
-                not route.access.startswith("queue_api")
-            )
+            assert "Basic" in challenges and "Bearer" in challenges
     assert got == want, f"{method} {route.path} ({endpoint})"

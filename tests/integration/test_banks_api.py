@@ -5,6 +5,7 @@ PostgreSQL. No broker: the web app needs none for banks."""
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,8 +13,9 @@ from sqlalchemy import select
 
 from moderation.config import load_settings
 from moderation.domain import BankAction, EntrySpec, Match
-from moderation.storage import banks, flood, tokens
-from moderation.storage.models import AuditRecord, BankEntry
+from moderation.storage import banks, flood, tokens, users
+from moderation.storage.models import AuditRecord, BankEntry, utcnow
+from tests.support.factories import make_item
 from tests.support.web import add_user, login, make_app
 
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -87,14 +89,51 @@ def test_cookie_sessions_need_the_csrf_header_on_writes(db_url, sessions):
     assert resp.status_code == 200 and resp.get_json()["description"] == "x"
 
 
-def test_a_moderator_session_reads_but_cannot_write(db_url, sessions):
+def test_moderators_see_the_matches_of_their_item_but_never_the_banks(db_url, sessions):
+    """Bank entries carry victims' case references and notes: a moderator reads no
+    bank, however they authenticate; their item shows its matches without them."""
     make_bank(sessions, "alpha")
+    spec = EntrySpec("md5", MD5, case_id="victim-case-7", note="note-77")
+    (entry_id,) = add_hashes(sessions, "alpha", spec)
     pw = add_user(sessions, "mo")
+    with sessions() as s:
+        match = Match("alpha", BankAction.REVIEW, entry_id, "md5", 0)
+        item = make_item(1, md5=MD5, matches=[match.as_dict()])
+        s.add(item)
+        s.flush()
+        mo = users.get_user(s, "mo")
+        item.state, item.claimed_by, item.lease_expires_at = "claimed", mo.id, utcnow() + timedelta(minutes=5)
+        token = tokens.create_token(s, "mo/script", [tokens.REVIEW], created_by="test", user=mo)
+        s.commit()
     c = web_app(db_url).test_client()
     csrf = login(c, "mo", pw)
-    assert c.get("/api/v1/banks/alpha").status_code == 200
+    paths = ["/api/v1/banks", "/api/v1/banks/alpha", "/api/v1/banks/alpha/entries"]
+    paths += [f"/api/v1/banks/alpha/entries/{entry_id}", "/api/v1/banks/quarantined"]
+    for headers in ({}, basic("mo", pw), bearer(token)):
+        for path in paths:
+            resp = c.get(path, headers=headers)
+            assert resp.status_code == 403, (path, headers)
+            assert "victim-case-7" not in resp.get_data(as_text=True)
     resp = c.patch("/api/v1/banks/alpha", json={"enabled": False}, headers={"X-CSRF-Token": csrf})
     assert resp.status_code == 403
+    # What a moderator needs of the matches is on the item itself: bank, action, signal, distance.
+    for headers in ({}, bearer(token)):
+        resp = c.get("/api/v1/items/1", headers=headers)
+        assert resp.status_code == 200
+        (match,) = resp.get_json()["matches"]
+        assert match == {
+            "bank": "alpha",
+            "bank_action": "review",
+            "entry_id": entry_id,
+            "signal": "md5",
+            "distance": 0,
+            "variant": "original",
+        }
+        body = resp.get_data(as_text=True)
+        assert "victim-case-7" not in body and "note-77" not in body
+    page = c.get("/items/1").get_data(as_text=True)
+    assert "Bank matches" in page and "alpha" in page
+    assert "victim-case-7" not in page and "note-77" not in page
 
 
 def test_a_bearer_header_overrides_the_session_cookie(db_url, sessions):
@@ -119,12 +158,14 @@ def test_token_writes_must_be_json_and_need_no_csrf(db_url, sessions):
     )
 
 
-def test_tokens_do_not_open_the_queue_api(db_url, sessions):
-    # The review queue acts as a user; tokens are for banks and submissions only.
+def test_service_tokens_do_not_open_the_queue_api(db_url, sessions):
+    # The review queue acts as a user: only personal tokens (scope review) open it.
     secret = make_token(sessions, "writer", ["banks:read", "banks:write"])
     c = web_app(db_url).test_client()
-    assert c.get("/api/v1/me", headers=bearer(secret)).status_code == 401
-    assert c.post("/api/v1/queue/claim", json={}, headers=bearer(secret)).status_code == 401
+    resp = c.get("/api/v1/me", headers=bearer(secret))
+    assert resp.status_code == 403 and "review" in resp.get_json()["error"]
+    assert c.post("/api/v1/queue/claim", json={}, headers=bearer(secret)).status_code == 403
+    assert c.get("/api/v1/me", headers=bearer("mod_unknown")).status_code == 401
 
 
 def test_token_use_is_recorded_and_audited_as_the_token(db_url, sessions):

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from moderation.config import load_settings
 from moderation.storage.models import AuditRecord, ItemMedia, User
-from moderation.web import media_links
+from moderation.web import actions, media_links
 from tests.support.factories import make_item
 from tests.support.web import add_user, login, make_app, media_src
 
@@ -109,7 +109,7 @@ def test_a_valid_link_does_not_outlive_the_claim(app, sessions):
     src = media_src(page)
     assert client.post(f"/items/{item_id}/release", data={"csrf_token": csrf}).status_code == 302
     resp = client.get(src)
-    assert resp.status_code == 403 and "claim this item first" in resp.get_data(as_text=True)
+    assert resp.status_code == 404 and actions.NOT_VISIBLE in resp.get_data(as_text=True)
 
 
 def test_the_page_can_fetch_a_fresh_link(app, sessions):
@@ -120,7 +120,7 @@ def test_the_page_can_fetch_a_fresh_link(app, sessions):
     url = resp.get_json()["url"]
     assert client.get(url).status_code == 200
     lou, _ = _moderator(app, sessions, "lou")
-    assert lou.get(f"/items/{item_id}/media-link").status_code == 403  # kim's claim
+    assert lou.get(f"/items/{item_id}/media-link").status_code == 404  # kim's claim: not hers to see
 
 
 def test_api_clients_keep_fetching_media_with_their_credentials(app, sessions):

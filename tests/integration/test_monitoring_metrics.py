@@ -13,11 +13,11 @@ from moderation.storage import banks
 from moderation.storage.banks import EntrySpec
 from moderation.storage.models import DeadLetter, Decision, utcnow
 from tests.support.factories import make_item
-from tests.support.web import make_app
+from tests.support.web import make_app, scrape_metrics
 
 
 def scrape(app) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = app.test_client().get("/metrics").get_data(as_text=True)
+    text = scrape_metrics(app)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

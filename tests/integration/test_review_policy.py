@@ -115,7 +115,7 @@ def test_suspected_minor_goes_to_admins_and_never_banks(four_eyes, sessions):
     assert resp.get_json()["restricted"] is True and resp.get_json()["action"] == "escalate"
     assert w.item(item_id).tier == "restricted"
     assert sen.claim() is None  # seniors never see the restricted queue
-    assert sen.client.get(f"/items/{item_id}").status_code == 403
+    assert sen.client.get(f"/items/{item_id}").status_code == 404  # as if there were no such item
     assert ada.claim() == item_id
     done = ada.decide(item_id, "remove", "suspected_minor")
     assert done.status_code == 201  # decided at once: nothing in the restricted queue banks, so no four eyes

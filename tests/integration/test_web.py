@@ -9,7 +9,7 @@ from moderation.storage.models import ItemMedia
 from tests.conftest import wait_until
 from tests.support.factories import make_item
 from tests.support.images import encode, synthetic_image
-from tests.support.web import add_user, csrf_from, login, make_app, media_src
+from tests.support.web import add_user, csrf_from, login, make_app, media_src, scrape_metrics
 
 EVIL = '<script>alert("x")</script>'
 
@@ -36,7 +36,7 @@ def app_and_item(settings_factory, sessions):
     return app, item_id, sent
 
 
-def test_everything_but_health_and_metrics_needs_login(app_and_item):
+def test_everything_but_health_needs_login_and_metrics_are_not_on_the_console_port(app_and_item):
     app, item_id, _ = app_and_item
     c = app.test_client()
     for path in ("/", f"/items/{item_id}", f"/items/{item_id}/media"):
@@ -45,7 +45,9 @@ def test_everything_but_health_and_metrics_needs_login(app_and_item):
     assert c.get("/api/v1/me").status_code == 401
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 200
-    assert c.get("/metrics").status_code == 200
+    # The restricted queue's depth is among the metrics: only on WEB_METRICS_PORT.
+    assert c.get("/metrics").status_code == 404
+    assert "moderation_queue_items" in scrape_metrics(app)
 
 
 def test_console_routes_ignore_basic_credentials(app_and_item, sessions):
@@ -114,8 +116,10 @@ def test_other_moderators_cannot_see_a_claimed_item(app_and_item, sessions):
     a, b = app.test_client(), app.test_client()
     a_csrf, _ = login(a, "kim", a_pw), login(b, "lou", b_pw)
     a.post("/next", data={"csrf_token": a_csrf})
-    assert b.get(f"/items/{item_id}").status_code == 403
-    assert b.get(f"/items/{item_id}/media").status_code == 403
+    refused, missing = b.get(f"/items/{item_id}"), b.get(f"/items/{item_id + 1000}")
+    assert refused.status_code == missing.status_code == 404  # as if there were no such item
+    assert refused.get_data() == missing.get_data()
+    assert b.get(f"/items/{item_id}/media").status_code == 403  # no signed link of hers
 
 
 def test_decision_by_keyboard_form_publishes_and_claims_the_next(app_and_item, sessions):
@@ -132,13 +136,13 @@ def test_decision_by_keyboard_form_publishes_and_claims_the_next(app_and_item, s
     )
     assert resp.status_code == 302  # queue now empty: back to the overview
     assert len(sent) == 1 and b'"action":"allow"' in sent[0][1] and b'"moderator":"kim"' in sent[0][1]
-    metrics = c.get("/metrics").get_data(as_text=True)
+    metrics = scrape_metrics(app)
     assert 'moderation_decisions_total{action="allow",source="moderator"} 1.0' in metrics
 
 
 def test_queue_depth_metric_by_state_and_priority(app_and_item):
     app, _, _ = app_and_item
-    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    metrics = scrape_metrics(app)
     assert 'moderation_queue_items{priority="50",state="pending",tier="moderator"} 1.0' in metrics
 
 

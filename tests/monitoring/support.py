@@ -64,10 +64,11 @@ def sync_module() -> ModuleType:
 
 # -- metric names --------------------------------------------------------------------
 _DEFINITION = re.compile(
-    r"\b(Counter|Gauge|Histogram|Summary|CounterMetricFamily|GaugeMetricFamily|HistogramMetricFamily)"
+    r"\b(Counter|Gauge|Histogram|Summary|CounterMetricFamily|GaugeMetricFamily|HistogramMetricFamily|_gauge)"
     r"\(\s*\"(moderation_[a-z0-9_]+)\""
 )
 _KIND = {
+    "_gauge": "gauge",  # metrics.py's helper for the database gauges
     "Counter": "counter",
     "CounterMetricFamily": "counter",
     "Gauge": "gauge",

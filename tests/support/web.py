@@ -46,6 +46,18 @@ def login(client: Any, username: str, password: str) -> str:
     return csrf_from(client.get("/").get_data(as_text=True))
 
 
+def scrape_metrics(app: Any) -> str:
+    """The web role's /metrics as Prometheus reads it: from the metrics port's
+    app (``WEB_METRICS_PORT``), not the console's port, which has none."""
+    from werkzeug.test import Client
+
+    from moderation.runtime import metrics_only_app
+
+    resp = Client(metrics_only_app(app.extensions["moderation"].metrics)).get("/metrics")
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
 def media_src(html: str) -> str:
     """The item page's media URL (its short-lived signed link), as a browser reads it."""
     match = _MEDIA_SRC.search(html)

@@ -75,3 +75,40 @@ def test_user_password_lockout_and_deactivation_from_the_shell(tmp_path, monkeyp
     assert main(["user", "activate", "mia"]) == 0
     assert main(["user", "unlock", "nobody"]) == 1
     assert "no user 'nobody'" in capsys.readouterr().err
+
+
+def test_an_admin_creates_a_personal_review_token_for_a_user(tmp_path, monkeypatch, capsys):
+    import io
+    import re
+
+    from moderation.storage import tokens
+    from moderation.storage.db import open_sessions
+    from moderation.storage.users import get_user
+
+    url = f"sqlite:///{tmp_path}/tokens.db"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setattr("sys.stdin", io.StringIO("first-password-123\n"))
+    assert main(["user", "create", "mia", "--password-stdin"]) == 0
+    capsys.readouterr()
+    assert main(["token", "create", "mia-script", "--user", "mia", "--scopes", "review"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.splitlines()[0]) == {
+        "name": "mia-script",
+        "scopes": ["review"],
+        "bank": None,
+        "user": "mia",
+    }
+    secret = re.search(r"token \(shown once\): (mod_\S+)", out).group(1)
+    with open_sessions(url) as sessions, sessions() as s:
+        token = tokens.authenticate(s, secret)
+        assert token is not None and token.user_id == get_user(s, "mia").id
+    assert main(["token", "create", "loose", "--scope", "review"]) == 1
+    assert "acts as a user" in capsys.readouterr().err
+    assert main(["token", "create", "ghost", "--user", "nobody", "--scope", "review"]) == 1
+    assert "no user 'nobody'" in capsys.readouterr().err
+    assert main(["token", "create", "mixed", "--user", "mia", "--scopes", "review,banks:read"]) == 1
+    assert "review scope only" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("second-password-456\n"))
+    assert main(["user", "set-password", "mia", "--password-stdin"]) == 0
+    with open_sessions(url) as sessions, sessions() as s:
+        assert tokens.authenticate(s, secret) is None  # a new password revokes her tokens

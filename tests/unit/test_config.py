@@ -95,3 +95,30 @@ def test_a_bad_database_url_stops_a_command_with_one_line_naming_it():
             "moderation: DATABASE_URL is not a database URL: "
             "expected postgresql://USER@HOST:5432/DATABASE or sqlite:///path/to/file.db"
         ], (command, done.stderr)
+
+
+def test_group_instance_id_and_database_timeouts():
+    s = load_settings(
+        {"KAFKA_GROUP_INSTANCE_ID": "moderation-worker-7d9f-x2k4q", "DATABASE_LOCK_TIMEOUT_MS": "0"}
+    )
+    assert s.kafka_group_instance_id == "moderation-worker-7d9f-x2k4q" and s.database_lock_timeout_ms == 0
+    assert (s.database_statement_timeout_ms, s.database_tcp_user_timeout_ms) == (30_000, 20_000)
+    for bad in ("has space", "..", "x" * 250, "pod/name"):
+        with pytest.raises(ConfigError, match="KAFKA_GROUP_INSTANCE_ID"):
+            load_settings({"KAFKA_GROUP_INSTANCE_ID": bad})
+
+
+def test_database_timeouts_become_libpq_parameters_that_the_url_can_override():
+    from moderation.storage.db import Timeouts
+
+    timeouts = Timeouts(statement_ms=30_000, lock_ms=10_000, tcp_user_ms=20_000)
+    assert timeouts.connect_args({}) == {
+        "options": "-c statement_timeout=30000 -c lock_timeout=10000",
+        "tcp_user_timeout": 20_000,
+    }
+    given = {"options": "-c statement_timeout=0", "tcp_user_timeout": "5000"}
+    # the URL's options come last, so PostgreSQL applies them; its tcp_user_timeout stays
+    assert timeouts.connect_args(given) == {
+        "options": "-c statement_timeout=30000 -c lock_timeout=10000 -c statement_timeout=0"
+    }
+    assert timeouts.answer_s == 35.0 and Timeouts().answer_s is None and Timeouts().connect_args({}) == {}

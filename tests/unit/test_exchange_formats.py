@@ -185,7 +185,7 @@ def test_strict_mode_reports_every_bad_line_and_imports_nothing() -> None:
     assert "line 4: pdq value must be 64 hex characters" in message
     assert "line 5: value is missing" in message
     assert "line 8: 5 fields but the header has 4" in message
-    assert "line 9: source_ref is 201 characters long; the limit is 200" in message
+    assert "line 9: source_ref is too long: 201 characters, at most 200 allowed" in message
     assert "line 10: vpdq value is not vPDQ text" in message
 
 

@@ -100,6 +100,41 @@ def test_file_urls_only_in_dev_mode(tmp_path):
         fetcher(allow_files=True).fetch(path.as_uri())
 
 
+def test_a_fifo_is_refused_without_waiting_for_or_reading_its_writer(tmp_path):
+    """A FIFO reports size 0 and never ends while its writer writes (one fed
+    300 MB was read whole): refused as not a regular file, and opening it does
+    not wait for a writer either."""
+    import os
+
+    fifo = tmp_path / "feed.jpg"
+    os.mkfifo(fifo)
+    error, seconds, peak = measure(lambda: fetcher(allow_files=True).fetch(fifo.as_uri()))
+    assert isinstance(error, MediaFetchError) and "a FIFO, not a regular file" in str(error)
+    assert seconds < 5 and peak < 1_000_000
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_is_refused_without_reading_it(device):
+    error, seconds, peak = measure(lambda: fetcher(allow_files=True).fetch(f"file://{device}"))
+    assert isinstance(error, MediaFetchError) and "a character device, not a regular file" in str(error)
+    assert seconds < 5 and peak < 1_000_000
+
+
+def test_a_file_that_reports_size_zero_is_still_read_through_the_limit():
+    """Files in /proc report size 0; at most MEDIA_MAX_BYTES + 1 bytes are read."""
+    small = fetcher(allow_files=True, max_bytes=16)
+    with pytest.raises(MediaTooLarge, match="over the limit of 16 bytes"):
+        small.fetch("file:///proc/self/status")
+    status = fetcher(allow_files=True, max_bytes=1_000_000).fetch("file:///proc/self/status")
+    assert status.startswith(b"Name:")
+
+
+def test_a_file_exactly_at_the_limit_is_read_whole(tmp_path):
+    path = tmp_path / "exact.jpg"
+    path.write_bytes(b"x" * 10_000)
+    assert fetcher(allow_files=True).fetch(path.as_uri()) == b"x" * 10_000
+
+
 # -- hostile servers: every one ends as a clear InvalidInput, in bounded time and memory --
 Handler = Callable[[BaseHTTPRequestHandler], None]
 

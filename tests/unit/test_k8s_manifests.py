@@ -41,10 +41,23 @@ CUSTOM_KINDS = {
 }
 
 # Every long-running role is scraped: Deployment -> (metrics port name, number).
+# Never the web role's `http` port: the console's port serves no metrics.
 SCRAPED_DEPLOYMENTS = {
     "moderation-worker": ("metrics", 9100),
     "moderation-appeals": ("metrics", 9100),
-    "moderation-web": ("http", 8080),
+    "moderation-web": ("metrics", 9101),
+}
+# Deployment -> (the setting that names its metrics port, the setting's default).
+METRICS_PORT_SETTING = {
+    "moderation-worker": ("METRICS_PORT", "9100"),
+    "moderation-appeals": ("METRICS_PORT", "9100"),
+    "moderation-web": ("WEB_METRICS_PORT", "9101"),
+}
+# Every container port of each long-running role.
+CONTAINER_PORTS = {
+    "moderation-worker": {"metrics": 9100},
+    "moderation-appeals": {"metrics": 9100},
+    "moderation-web": {"http": 8080, "metrics": 9101},
 }
 # Deployments whose replica count an autoscaler owns, and by which kind.
 AUTOSCALED = {"moderation-worker": "ScaledObject", "moderation-web": "HorizontalPodAutoscaler"}
@@ -293,16 +306,14 @@ def test_metrics_port_and_scrape_annotations(name: str) -> None:
     deployment = _by_kind("Deployment")[name]
     (c,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {port_name: port}
+    assert ports == CONTAINER_PORTS[name] and ports[port_name] == port
     ann = deployment["spec"]["template"]["metadata"].get("annotations") or {}
     assert ann.get("prometheus.io/scrape") == "true"
     assert ann.get("prometheus.io/port") == str(port)
     assert ann.get("prometheus.io/path") == "/metrics"
     env = {e["name"]: e.get("value") for e in c.get("env") or []}
-    if port_name == "metrics":
-        assert env.get("METRICS_PORT", "9100") == str(port)
-    else:
-        assert env.get("WEB_PORT", "8080") == str(port)
+    setting, default = METRICS_PORT_SETTING[name]
+    assert env.get(setting, default) == str(port)
 
 
 def test_web_service_targets_web_http_port() -> None:
@@ -312,10 +323,21 @@ def test_web_service_targets_web_http_port() -> None:
     assert svc["spec"]["selector"].items() <= template_labels.items()
     (c,) = web["spec"]["template"]["spec"]["containers"]
     container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert container_ports == {"http": 8080}
-    (port,) = svc["spec"]["ports"]
-    assert port["port"] == 80
-    assert port["targetPort"] in ("http", 8080)
+    assert container_ports == {"http": 8080, "metrics": 9101}
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert set(ports) == {"http", "metrics"}
+    assert ports["http"]["port"] == 80 and ports["http"]["targetPort"] in ("http", 8080)
+    assert ports["metrics"]["targetPort"] in ("metrics", 9101)
+
+
+def test_web_metrics_are_scraped_from_the_metrics_port_only() -> None:
+    # The console's port (what an Ingress routes to) serves no /metrics: the
+    # queue gauges include the depth of the restricted queue of suspected minors.
+    monitor = _by_kind("ServiceMonitor")["moderation-web"]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    web = _by_kind("Deployment")["moderation-web"]
+    annotations = web["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9101"
 
 
 def test_migrate_job_does_not_restart_forever() -> None:

@@ -196,18 +196,20 @@ def test_while_paused_the_worker_keeps_polling_and_resumes_after_the_backoff(mak
     assert not consumer.paused() and worker._outage is None
 
 
-def test_the_backoff_doubles_while_failures_go_on_and_resets_after_a_success(make):
+def test_the_backoff_doubles_to_one_second_while_failures_go_on_and_resets_after_a_success(make):
+    """Capped at 1 s, so the worker resumes within about a second of the
+    dependency's return however long it was gone."""
     consumer = FakeConsumer({0: 3})
     worker = make(consumer, Handler())
     waits = []
     for _ in range(4):
         worker._enter_outage(_database_down())
         waits.append(round(worker._resume_at - time.monotonic(), 1))
-    assert waits == [0.2, 0.4, 0.8, 1.6]
+    assert waits == [0.2, 0.4, 0.8, 1.0]
     worker._outage = None
     consumer.resume(*consumer.paused())
     worker._handle_polled(consumer.poll())
-    assert worker._failures == 0
+    assert worker._outages.failures == 0
 
 
 def test_an_unreachable_broker_on_poll_is_an_outage_not_a_crash(make):
@@ -316,3 +318,34 @@ def test_a_pending_rebalance_is_joined_after_the_batch_in_hand(make):
     worker._handle_polled(batch)
     assert handler.handled == [(0, 0), (0, 1), (0, 2), (0, 3)]
     assert consumer.position == {TopicPartition(TOPIC, 0): 4, TopicPartition(TOPIC, 1): 0}
+
+
+def test_while_the_probe_fails_nothing_is_retried_and_the_outage_is_logged_once(make, caplog):
+    """A long outage costs probes, not batches (no media fetches or classifier
+    runs), and one log line; the worker resumes on the first probe that passes."""
+    consumer = FakeConsumer({0: 6})
+    handler = Handler()
+    worker = make(consumer, handler)
+    worker._outages.initial_s = worker._outages.max_s = 0.01
+    probes: list[str] = []
+
+    def probe(dependency: str) -> None:
+        probes.append(dependency)
+        if len(probes) < 20:
+            raise _database_down()
+
+    worker.probe = probe
+    handler.fail_on = {1: _database_down()}
+    with caplog.at_level("INFO", logger="moderation.events.worker"):
+        worker._handle_polled(consumer.poll())
+        assert worker._outage == "database"
+        worker._wait_out_outage()
+
+    assert probes == ["database"] * 20
+    assert handler.calls == 1  # the batch was not retried while the database was down
+    assert worker._outage is None and not consumer.paused()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("partitions paused: database unavailable") for m in messages) == 1
+    assert messages.count("partitions resumed") == 1
+    worker._handle_polled(consumer.poll())
+    assert [o for _p, o in handler.handled] == list(range(6))

@@ -79,7 +79,8 @@
         claimGone("Your session has ended, so your claim could not be renewed. Log in again and press N for an item.");
         return null;
       }
-      if (resp.status === 409) {
+      // 409: the claim ended; 404: so did the right to see the item (a moderator's claim ran out).
+      if (resp.status === 409 || resp.status === 404) {
         claimGone("Your claim on this item has ended (the lease ran out, or the item was decided elsewhere). " +
                   "It is back in the queue; decisions on this page will be refused. Press N for the next item.");
         return null;
