@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 APPEALS_GROUP = "moderation-appeals"
 MAX_RECORD_BYTES = 64 * 1024  # an appeal is a few fields and a statement of at most 5000 characters
-INITIAL_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 1.0
 ACTOR = "kafka:appeals"  # the audit log's actor for appeals read from the topic
 
 
@@ -80,7 +78,7 @@ class AppealConsumer:
         self.stop_event = threading.Event()
         self.last_loop_at = 0.0  # for /healthz: the loop is alive
         self.outage: str | None = None  # the dependency that is down, while backing off
-        self._outages = Outage(log, "appeals", INITIAL_BACKOFF_S, MAX_BACKOFF_S)
+        self._outages = Outage(log, "appeals")  # the retry pauses of events/outage.py
         self._lag = LagReporter(consumer, metrics.consumer_lag)
 
     def run(self) -> None:

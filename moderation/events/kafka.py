@@ -182,9 +182,8 @@ def make_producer(settings: Settings) -> KafkaProducer:
 
 class ProducerSlot:
     """The producer that a process's senders share, made again when it may no
-    longer produce: PRODUCER_STATE_ERRORS, kafka-python's producer in its fatal
-    state, or a record not acknowledged within SEND_TIMEOUT_S (a producer stuck
-    on a broker that forgot it). The next send makes the new one (a fresh
+    longer produce: PRODUCER_STATE_ERRORS, or a record not acknowledged within
+    SEND_TIMEOUT_S (a producer stuck on a broker that forgot it). The next send makes the new one (a fresh
     connection, metadata and producer id); the records that failed stay in
     their outboxes and are produced again."""
 
@@ -224,17 +223,6 @@ class ProducerSlot:
             current, self._current = self._current, None
         if current is not None:
             current.close(timeout=timeout)
-
-
-def _producer_broken(producer: Any) -> bool:
-    """Whether kafka-python's idempotent producer is in its fatal state, where
-    every later send fails (read defensively: False if the internals moved)."""
-    manager = getattr(producer, "_transaction_manager", None)
-    fatal = getattr(manager, "has_fatal_error", None)
-    try:
-        return bool(fatal()) if callable(fatal) else False
-    except Exception:  # noqa: BLE001 - a check only
-        return False
 
 
 class TopicSender:
@@ -303,7 +291,7 @@ class TopicSender:
             except KafkaError as exc:
                 broken = broken or isinstance(exc, (*PRODUCER_STATE_ERRORS, KafkaTimeoutError))
                 results.append(self._failed(exc))
-        if self.slot is not None and (broken or _producer_broken(producer)):
+        if self.slot is not None and broken:
             self.slot.replace(producer)
         return results
 
